@@ -1,0 +1,34 @@
+// Package ami owns doorman's manager (AMI) connection to its local Asterisk:
+// dialing, login, reconnect with backoff, the wire parser, actions, and typed
+// security events. It makes no decisions.
+package ami
+
+import "strings"
+
+// Field is one "Key: Value" line of an AMI message.
+type Field struct {
+	Key, Value string
+}
+
+// Message is one AMI message (event or response) in wire order.
+type Message struct {
+	Fields []Field
+}
+
+// Get returns the value of the first field named key (case-insensitive), or "".
+func (m *Message) Get(key string) string {
+	for _, f := range m.Fields {
+		if strings.EqualFold(f.Key, key) {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// Event returns the Event field, or "" for responses.
+func (m *Message) Event() string { return m.Get("Event") }
+
+// EventConnected is the Event name of the synthetic message the client
+// delivers to subscribers after every successful (re)login, so jobs know to
+// resynchronise.
+const EventConnected = "DoormanConnected"

@@ -1,0 +1,3 @@
+module github.com/asterisksupport/doorman
+
+go 1.26.0
