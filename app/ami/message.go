@@ -3,7 +3,10 @@
 // security events. It makes no decisions.
 package ami
 
-import "strings"
+import (
+	"context"
+	"strings"
+)
 
 // Field is one "Key: Value" line of an AMI message.
 type Field struct {
@@ -32,3 +35,17 @@ func (m *Message) Event() string { return m.Get("Event") }
 // delivers to subscribers after every successful (re)login, so jobs know to
 // resynchronise.
 const EventConnected = "DoormanConnected"
+
+// Conn is what doorman's jobs use of an AMI connection. *Client implements it;
+// tests use fakes.
+type Conn interface {
+	// Subscribe returns every event the server sends, plus a synthetic
+	// EventConnected message after each successful (re)login, until cancel
+	// is called. The channel has buf slots; events a full subscriber cannot
+	// take are counted as dropped, never block the reader.
+	Subscribe(buf int) (events <-chan Message, cancel func())
+	// Action sends action (an ActionID is added) and returns its Response.
+	// For list actions (PJSIPShowContacts, DeviceStateList, ...) list holds
+	// the events that follow, up to but not including the "...Complete" event.
+	Action(ctx context.Context, action Message) (resp Message, list []Message, err error)
+}
