@@ -100,13 +100,19 @@ func (m *Monitor) apply(ctx context.Context, f *fan, ev state.DeviceEvent, at ti
 		return
 	}
 	ds := ev.State
-	if ds.Server == m.server {
-		return // our own phones never count on our own Stasis: states
-	}
 	name, _, ok := m.mapping.Map(ds.Device)
 	if !ok {
-		if !isStasis(ds.Device) {
+		if !isStasis(ds.Device) && ds.Server != m.server {
 			m.fail(causeUnmapped, ds.Device, errUnmapped(ds.Device, m.cfg.Devices), "server", ds.Server)
+		}
+		return
+	}
+	if ds.Server == m.server {
+		// Our own phones never count on our own Stasis: states, but the
+		// name exists now: it gets UNAVAILABLE until another server has it.
+		if _, known := f.view[name]; !known {
+			f.view[name] = map[source]string{}
+			m.recompute(f, name, want{})
 		}
 		return
 	}
@@ -188,9 +194,6 @@ func (m *Monitor) reload(ctx context.Context, f *fan) {
 			m.once.forget(causeStoreRead + "\x00devices")
 			view := map[string]map[source]string{}
 			for _, ds := range all {
-				if ds.Server == m.server {
-					continue
-				}
 				name, _, ok := m.mapping.Map(ds.Device)
 				if !ok {
 					continue
@@ -198,7 +201,9 @@ func (m *Monitor) reload(ctx context.Context, f *fan) {
 				if view[name] == nil {
 					view[name] = map[source]string{}
 				}
-				view[name][source{ds.Server, ds.Device}] = ds.State
+				if ds.Server != m.server {
+					view[name][source{ds.Server, ds.Device}] = ds.State
+				}
 			}
 			// Names that disappeared must fall back to UNAVAILABLE.
 			for name := range f.view {
