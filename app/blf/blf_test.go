@@ -250,7 +250,7 @@ func TestDeadServerTurnsUnavailable(t *testing.T) {
 	c.ari.Emit("PJSIP/1001", NotInUse)
 	waitStasis(t, b, "Stasis:1001", InUse)
 	start := time.Now()
-	a.stop() // a dies: no more heartbeats; its states stay in the store
+	a.stop()                                  // a dies: no more heartbeats; its states stay in the store
 	waitStasis(t, b, "Stasis:1001", NotInUse) // only c counts now
 	waitStasis(t, c, "Stasis:1001", Unavailable)
 	bound := testConfig().HeartbeatTTL + 2*testConfig().HeartbeatInterval + time.Second
