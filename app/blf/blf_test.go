@@ -44,7 +44,7 @@ func testLog(t testing.TB) *slog.Logger {
 }
 
 // startNode runs a monitor for server name on store until the test ends.
-func startNode(t testing.TB, store Store, name string, cfg Config) *node {
+func startNode(t testing.TB, store Store, name string, cfg Config, setup ...func(*node)) *node {
 	t.Helper()
 	n := &node{name: name, ari: aritest.New("id-" + name), ami: &fakeAMI{}, done: make(chan error, 1)}
 	mon, err := New(cfg, Deps{Store: store, ARI: n.ari, AMI: n.ami, Server: name, Log: testLog(t).With("server", name),
@@ -53,6 +53,9 @@ func startNode(t testing.TB, store Store, name string, cfg Config) *node {
 		t.Fatal(err)
 	}
 	n.mon = mon
+	for _, f := range setup {
+		f(n)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	go func() { n.done <- mon.Run(ctx) }()
