@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // hopLog collects the trace of every monitor of a benchmark.
@@ -48,7 +50,7 @@ func benchDevice(server, i int) string { return fmt.Sprintf("PJSIP/%d%05d", serv
 // benchCluster starts benchServers monitors with benchDevices phones each
 // (NOT_INUSE, from the AMI snapshot) and waits until every server has
 // written all Stasis: states.
-func benchCluster(b *testing.B, store Store) ([]*node, *hopLog) {
+func benchCluster(b *testing.B, store Store, dial func(*node)) ([]*node, *hopLog) {
 	b.Helper()
 	log := &hopLog{}
 	cfg := DefaultConfig()
@@ -56,21 +58,22 @@ func benchCluster(b *testing.B, store Store) ([]*node, *hopLog) {
 	cfg.HeartbeatTTL = 10 * time.Second
 	var nodes []*node
 	for s := range benchServers {
-		nodes = append(nodes, startNode(b, store, fmt.Sprintf("srv%d", s), cfg, func(n *node) {
+		o := nodeOpts{dial: dial, ready: func(n *node) {
 			devs := make([][2]string, benchDevices)
 			for i := range devs {
 				devs[i] = [2]string{benchDevice(s, i), NotInUse}
 			}
 			n.ami.set(devs...)
 			n.mon.trace = log.add
-		}))
+		}}
+		nodes = append(nodes, startNode(b, store, fmt.Sprintf("srv%d", s), cfg, o))
 	}
-	total := benchServers * benchDevices
+	total := float64(benchServers * benchDevices)
 	for _, n := range nodes {
-		deadline := time.Now().Add(2 * time.Minute)
-		for len(n.ari.Writes()) < total {
+		deadline := time.Now().Add(3 * time.Minute)
+		for testutil.ToFloat64(n.mon.met.writes) < total {
 			if time.Now().After(deadline) {
-				b.Fatalf("%s wrote %d of %d initial states", n.name, len(n.ari.Writes()), total)
+				b.Fatalf("%s wrote %v of %v initial states", n.name, testutil.ToFloat64(n.mon.met.writes), total)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -95,7 +98,7 @@ func runChanges(b *testing.B, nodes []*node, log *hopLog, n int, rate float64) t
 		s := i % benchServers
 		dev := (i / benchServers) % benchDevices
 		round := i / (benchServers * benchDevices)
-		nodes[s].ari.Emit(benchDevice(s, dev), cycle[round%len(cycle)])
+		nodes[s].emit(benchDevice(s, dev), cycle[round%len(cycle)])
 	}
 	want := n * (benchServers - 1)
 	deadline := time.Now().Add(2 * time.Minute)
@@ -160,19 +163,24 @@ func report(b *testing.B, log *hopLog) {
 
 // BenchmarkPropagation: 3 servers x 10,000 phones; a device state change
 // on one server until the Stasis: state is written on the two others.
-// Store: in-memory with feed; ARI: aritest fake (no HTTP). See
-// BenchmarkPropagationRedis for the real store.
+//
+//	store=mem: in-memory store with feed (fake)
+//	ari=fake:  aritest.Fake, events and writes in memory (fake)
+//	ari=http:  ari.NewNative over real HTTP and websocket to aritest.Server
+//	           (event in over the websocket, PUT over HTTP keep-alive)
 func BenchmarkPropagation(b *testing.B) {
-	benchPropagation(b, func(b *testing.B) Store { return newMemStore() })
+	mem := func(*testing.B) Store { return newMemStore() }
+	b.Run("store=mem/ari=fake", func(b *testing.B) { benchPropagation(b, mem, nil) })
+	b.Run("store=mem/ari=http", func(b *testing.B) { benchPropagation(b, mem, dialHTTP(b)) })
 }
 
-func benchPropagation(b *testing.B, mkStore func(*testing.B) Store) {
+func benchPropagation(b *testing.B, mkStore func(*testing.B) Store, dial func(*node)) {
 	for _, tc := range []struct {
 		name string
 		rate float64
 	}{{"rate=50", 50}, {"rate=5000", 5000}, {"rate=max", 0}} {
 		b.Run(tc.name, func(b *testing.B) {
-			nodes, log := benchCluster(b, mkStore(b))
+			nodes, log := benchCluster(b, mkStore(b), dial)
 			b.ResetTimer()
 			took := runChanges(b, nodes, log, b.N, tc.rate)
 			b.StopTimer()

@@ -131,6 +131,8 @@ func (m *Monitor) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	// Beat once before publishing, so the others count our states at once.
+	m.beat(ctx)
 	g.Go(func() error { m.heartbeat(ctx); return nil })
 	g.Go(func() error { m.publish(ctx, amiSig); return nil })
 	g.Go(func() error { m.fanout(ctx); return nil })
@@ -165,17 +167,23 @@ func (m *Monitor) heartbeat(ctx context.Context) {
 	t := time.NewTicker(m.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
-		cctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
-		err := m.store.Heartbeat(cctx, m.server, m.cfg.HeartbeatTTL)
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			m.fail(causeHeartbeat, "", err)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			m.beat(ctx)
 		}
+	}
+}
+
+func (m *Monitor) beat(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
+	err := m.store.Heartbeat(cctx, m.server, m.cfg.HeartbeatTTL)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		m.fail(causeHeartbeat, "", err)
+	} else if err == nil {
+		m.once.forget(causeHeartbeat + "\x00")
 	}
 }
 

@@ -20,7 +20,9 @@ import (
 // node is one simulated server: its Asterisk (fake ARI and AMI) and its monitor.
 type node struct {
 	name   string
-	ari    *aritest.Fake
+	ari    *aritest.Fake   // nil when the node runs over HTTP
+	srv    *aritest.Server // the HTTP ARI, if any
+	client ari.Client
 	ami    *fakeAMI
 	mon    *Monitor
 	cancel context.CancelFunc
@@ -44,17 +46,34 @@ func testLog(t testing.TB) *slog.Logger {
 }
 
 // startNode runs a monitor for server name on store until the test ends.
-func startNode(t testing.TB, store Store, name string, cfg Config, setup ...func(*node)) *node {
+// nodeOpts customise startNode: dial sets n.client (default: a fake),
+// ready runs once the monitor exists, before Run.
+type nodeOpts struct {
+	dial, ready func(*node)
+}
+
+func startNode(t testing.TB, store Store, name string, cfg Config, opts ...nodeOpts) *node {
 	t.Helper()
-	n := &node{name: name, ari: aritest.New("id-" + name), ami: &fakeAMI{}, done: make(chan error, 1)}
-	mon, err := New(cfg, Deps{Store: store, ARI: n.ari, AMI: n.ami, Server: name, Log: testLog(t).With("server", name),
+	n := &node{name: name, ami: &fakeAMI{}, done: make(chan error, 1)}
+	for _, o := range opts {
+		if o.dial != nil {
+			o.dial(n)
+		}
+	}
+	if n.client == nil {
+		n.ari = aritest.New("id-" + name)
+		n.client = n.ari
+	}
+	mon, err := New(cfg, Deps{Store: store, ARI: n.client, AMI: n.ami, Server: name, Log: testLog(t).With("server", name),
 		Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n.mon = mon
-	for _, f := range setup {
-		f(n)
+	for _, o := range opts {
+		if o.ready != nil {
+			o.ready(n)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
