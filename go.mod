@@ -2,7 +2,10 @@ module github.com/asterisksupport/doorman
 
 go 1.26.0
 
-require github.com/redis/go-redis/v9 v9.23.0
+require (
+	github.com/redis/go-redis/v9 v9.23.0
+	go.etcd.io/bbolt v1.5.0
+)
 
 require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

@@ -72,21 +72,10 @@ func (s *Store) Reset(ctx context.Context, key string) error {
 	return nil
 }
 
-// checkBan rejects bans that cannot be stored.
-func checkBan(b state.Ban) error {
-	if !b.Prefix.IsValid() {
-		return fmt.Errorf("invalid prefix")
-	}
-	if !b.Permanent && b.Expires.IsZero() {
-		return fmt.Errorf("temporary ban without expiry")
-	}
-	return nil
-}
-
 // PutBan stores b, replacing the ban of the same prefix, and publishes it.
 func (s *Store) PutBan(ctx context.Context, b state.Ban) error {
-	if err := checkBan(b); err != nil {
-		return fmt.Errorf("redisstore: put ban %v: %w", b.Prefix, err)
+	if err := b.Validate(); err != nil {
+		return fmt.Errorf("redisstore: put: %w", err)
 	}
 	b.Prefix = b.Prefix.Masked()
 	if b.Permanent {

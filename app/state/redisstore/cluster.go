@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/asterisksupport/doorman/app/state"
 )
 
 // heartbeatScript: KEYS heartbeat, servers; ARGV ttl ms, beat ms, server,
@@ -33,7 +35,7 @@ return out`)
 
 // Heartbeat marks server alive for ttl.
 func (s *Store) Heartbeat(ctx context.Context, server string, ttl time.Duration) error {
-	if err := checkName("server", server); err != nil {
+	if err := state.CheckName("server", server); err != nil {
 		return fmt.Errorf("redisstore: heartbeat: %w", err)
 	}
 	if ttl <= 0 {
@@ -62,17 +64,4 @@ func (s *Store) Servers(ctx context.Context) (map[string]time.Time, error) {
 		out[vals[i]] = time.UnixMilli(ms)
 	}
 	return out, nil
-}
-
-// checkName rejects names that cannot be stored in a key or an id.
-func checkName(what, v string) error {
-	if v == "" {
-		return fmt.Errorf("empty %s", what)
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] == 0 {
-			return fmt.Errorf("%s %q contains a NUL byte", what, v)
-		}
-	}
-	return nil
 }

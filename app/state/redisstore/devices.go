@@ -83,22 +83,9 @@ func parseDeviceValue(server, device, v string) (state.DeviceState, error) {
 	return state.DeviceState{Server: server, Device: device, State: st, Updated: time.Unix(0, n)}, nil
 }
 
-func checkDevice(d state.DeviceState) error {
-	if err := checkName("server", d.Server); err != nil {
-		return err
-	}
-	if d.Device == "" {
-		return fmt.Errorf("empty device name")
-	}
-	if d.State == "" || strings.Contains(d.State, "|") {
-		return fmt.Errorf("device %s: bad state %q", d.Device, d.State)
-	}
-	return nil
-}
-
 // PutDeviceState stores d and publishes it if its state changed.
 func (s *Store) PutDeviceState(ctx context.Context, d state.DeviceState) error {
-	if err := checkDevice(d); err != nil {
+	if err := d.Validate(); err != nil {
 		return fmt.Errorf("redisstore: put device state: %w", err)
 	}
 	if d.Updated.IsZero() {
@@ -119,7 +106,7 @@ func (s *Store) PutDeviceState(ctx context.Context, d state.DeviceState) error {
 // ReplaceDeviceStates makes states the whole truth for server; watchers
 // get an event for each device that changed or disappeared.
 func (s *Store) ReplaceDeviceStates(ctx context.Context, server string, states []state.DeviceState) error {
-	if err := checkName("server", server); err != nil {
+	if err := state.CheckName("server", server); err != nil {
 		return fmt.Errorf("redisstore: replace device states: %w", err)
 	}
 	now := time.Now()
@@ -130,7 +117,7 @@ func (s *Store) ReplaceDeviceStates(ctx context.Context, server string, states [
 		if d.Updated.IsZero() {
 			d.Updated = now
 		}
-		if err := checkDevice(d); err != nil {
+		if err := d.Validate(); err != nil {
 			return fmt.Errorf("redisstore: replace device states of %s: %w", server, err)
 		}
 		ev, err := json.Marshal(wireDeviceEvent{Kind: state.Added, State: d})

@@ -83,26 +83,10 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[1], '(' .. ARGV[2], '+inf', 'BYSCO
 end
 return out`)
 
-func checkReg(r state.Registration) error {
-	if err := checkName("server", r.Server); err != nil {
-		return err
-	}
-	if err := checkName("aor", r.AOR); err != nil {
-		return err
-	}
-	if r.Contact == "" {
-		return fmt.Errorf("aor %s: empty contact", r.AOR)
-	}
-	if r.Expires.IsZero() {
-		return fmt.Errorf("aor %s contact %s: no expiry", r.AOR, r.Contact)
-	}
-	return nil
-}
-
 // PutRegistration adds or refreshes r; it expires by itself at r.Expires.
 // A registration already expired is removed instead.
 func (s *Store) PutRegistration(ctx context.Context, r state.Registration) error {
-	if err := checkReg(r); err != nil {
+	if err := r.Validate(); err != nil {
 		return fmt.Errorf("redisstore: put registration: %w", err)
 	}
 	now := time.Now()
@@ -125,7 +109,7 @@ func (s *Store) PutRegistration(ctx context.Context, r state.Registration) error
 
 // DeleteRegistration removes one contact.
 func (s *Store) DeleteRegistration(ctx context.Context, server, aor, contact string) error {
-	if err := checkReg(state.Registration{Server: server, AOR: aor, Contact: contact, Expires: time.Unix(1, 0)}); err != nil {
+	if err := (state.Registration{Server: server, AOR: aor, Contact: contact, Expires: time.Unix(1, 0)}).Validate(); err != nil {
 		return fmt.Errorf("redisstore: delete registration: %w", err)
 	}
 	id := regID(server, aor, contact)
@@ -139,7 +123,7 @@ func (s *Store) DeleteRegistration(ctx context.Context, server, aor, contact str
 // ReplaceRegistrations makes regs the whole truth for server, atomically.
 // Each registration's Server is set to server; expired ones are left out.
 func (s *Store) ReplaceRegistrations(ctx context.Context, server string, regs []state.Registration) error {
-	if err := checkName("server", server); err != nil {
+	if err := state.CheckName("server", server); err != nil {
 		return fmt.Errorf("redisstore: replace registrations: %w", err)
 	}
 	now := time.Now()
@@ -147,7 +131,7 @@ func (s *Store) ReplaceRegistrations(ctx context.Context, server string, regs []
 	args = append(args, s.k.tag, server, now.UnixMilli())
 	for _, r := range regs {
 		r.Server = server
-		if err := checkReg(r); err != nil {
+		if err := r.Validate(); err != nil {
 			return fmt.Errorf("redisstore: replace registrations of %s: %w", server, err)
 		}
 		if !r.Expires.After(now) {
@@ -169,7 +153,7 @@ func (s *Store) ReplaceRegistrations(ctx context.Context, server string, regs []
 // LookupAOR returns the unexpired registrations of aor on live servers, in
 // one round trip.
 func (s *Store) LookupAOR(ctx context.Context, aor string) ([]state.Registration, error) {
-	if err := checkName("aor", aor); err != nil {
+	if err := state.CheckName("aor", aor); err != nil {
 		return nil, fmt.Errorf("redisstore: lookup: %w", err)
 	}
 	vals, err := lookupScript.Run(ctx, s.rdb, []string{s.k.aor(aor)}, s.k.tag, time.Now().UnixMilli()).StringSlice()
