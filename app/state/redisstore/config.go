@@ -196,8 +196,17 @@ func ParseURL(raw string) (Config, error) {
 		return c, fmt.Errorf("redisstore: url: no host")
 	}
 	for h := range strings.SplitSeq(u.Host, ",") {
-		if _, _, err := net.SplitHostPort(h); err != nil {
-			h = net.JoinHostPort(strings.Trim(h, "[]"), "6379")
+		host, port, err := net.SplitHostPort(h)
+		switch {
+		case err == nil && host != "" && port != "":
+		case !strings.Contains(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), "]") &&
+			(strings.Count(h, ":") == 0 || strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]")):
+			h = net.JoinHostPort(strings.Trim(h, "[]"), "6379") // no port: the default
+		default:
+			return c, fmt.Errorf("redisstore: url: address %q is not host:port", h)
+		}
+		if host, _, _ := net.SplitHostPort(h); host == "" {
+			return c, fmt.Errorf("redisstore: url: address %q has no host", h)
 		}
 		c.Addrs = append(c.Addrs, h)
 	}

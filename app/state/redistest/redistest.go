@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -166,6 +167,31 @@ func (s *Server) Restart() {
 	}
 }
 
+// Freeze stops the server process (SIGSTOP) without closing its sockets,
+// like a hung host: connections stay open but nothing answers.
+func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
+
+// Pid returns the server's process id, 0 when stopped (for CPU accounting).
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+func (s *Server) signal(sig os.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(sig)
+	}
+}
+
 // Running reports whether the server process is up.
 func (s *Server) Running() bool {
 	s.mu.Lock()
@@ -204,8 +230,10 @@ func (s *Server) args() []string {
 		a = append(a, "--requirepass", s.password)
 	}
 	if s.aclUser != "" {
-		a = append(a, "--user", "default off",
-			"--user", s.aclUser+" on >"+s.aclPass+" "+s.aclRules)
+		// Each word is its own argument: redis-server quotes an argument
+		// holding spaces as one token.
+		a = append(a, "--user", "default", "off", "--user", s.aclUser, "on", ">"+s.aclPass)
+		a = append(a, strings.Fields(s.aclRules)...)
 	}
 	return a
 }
