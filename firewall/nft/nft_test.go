@@ -219,8 +219,8 @@ func TestCheckDetectsFlushAndInitRepairs(t *testing.T) {
 	// Someone else's table must survive everything doorman does.
 	ns.MustRun(t, "nft", "add table ip other; add chain ip other c { type filter hook input priority 0; }; add rule ip other c counter accept")
 	cases := []struct {
-		name   string
-		cmd   string
+		name string
+		cmd  string
 	}{
 		{"flush ruleset", "flush ruleset"},
 		{"delete table", "delete table inet doorman"},
