@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/asterisksupport/doorman/firewall"
+	"github.com/asterisksupport/doorman/firewall/fwtest"
 	"github.com/asterisksupport/doorman/firewall/netnstest"
 	"github.com/asterisksupport/doorman/firewall/nft"
 )
@@ -110,105 +111,51 @@ func TestInitCreatesStructureIdempotently(t *testing.T) {
 	}
 }
 
-func TestAddListDelete(t *testing.T) {
-	ns := netnstest.New(t)
-	f := newFirewall(t, ns)
-	ctx := context.Background()
-	err := f.Add(ctx, []firewall.Entry{
-		{Prefix: pfx("198.51.100.7/32"), Timeout: time.Hour},
-		{Prefix: pfx("198.51.100.8/32")},
-		{Prefix: pfx("2001:db8:1:2:3::9/64"), Timeout: time.Minute}, // host bits are cleared
-		{Prefix: pfx("203.0.113.0/24")},                             // a new length: set created on demand
-		{Prefix: pfx("::ffff:198.51.100.9/128")},                    // IPv4-mapped: stored as IPv4
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := listMap(t, f)
-	want := map[string]func(time.Duration) bool{
-		"198.51.100.7/32":   func(d time.Duration) bool { return d > 59*time.Minute && d <= time.Hour },
-		"198.51.100.8/32":   func(d time.Duration) bool { return d == 0 },
-		"2001:db8:1:2::/64": func(d time.Duration) bool { return d > 50*time.Second && d <= time.Minute },
-		"203.0.113.0/24":    func(d time.Duration) bool { return d == 0 },
-		"198.51.100.9/32":   func(d time.Duration) bool { return d == 0 },
-	}
-	if len(m) != len(want) {
-		t.Fatalf("List = %v, want %d entries", m, len(want))
-	}
-	for p, ok := range want {
-		d, found := m[pfx(p)]
-		if !found || !ok(d) {
-			t.Errorf("List[%s] = %v (found %v)", p, d, found)
+func TestConformance(t *testing.T) {
+	fwtest.Run(t, func(t *testing.T, ns *netnstest.NS) firewall.Firewall { return newFirewall(t, ns) })
+}
+
+func TestBadConfig(t *testing.T) {
+	for _, c := range []nft.Config{{Table: "bad name"}, {NetNS: "/nonexistent/ns"}, {Set4: "x", Set6: "x"},
+		{IPv6PrefixLen: 129}, {BatchSize: 5000}} {
+		if f, err := nft.New(c, nil); err == nil || !strings.HasPrefix(err.Error(), "nft: ") {
+			t.Errorf("New(%+v) = %v, want an nft: error", c, err)
+			if f != nil {
+				f.Close()
+			}
 		}
-	}
-	if err := f.Check(ctx); err != nil {
-		t.Fatalf("Check with on-demand set: %v", err)
-	}
-	// Delete present and absent entries, of known and unknown lengths.
-	err = f.Delete(ctx, []netip.Prefix{pfx("198.51.100.7/32"), pfx("198.51.100.99/32"),
-		pfx("2001:db8:1:2::/64"), pfx("2001:db8::/48"), pfx("203.0.113.0/24")})
-	if err != nil {
-		t.Fatalf("Delete: %v", err)
-	}
-	m = listMap(t, f)
-	if len(m) != 2 || m[pfx("198.51.100.8/32")] != 0 {
-		t.Fatalf("after Delete: %v", m)
-	}
-	if err := f.Delete(ctx, []netip.Prefix{pfx("198.51.100.7/32")}); err != nil {
-		t.Fatalf("Delete twice: %v", err)
 	}
 }
 
-func TestBadInput(t *testing.T) {
+func TestOnDemandSetsAndMappedAddresses(t *testing.T) {
 	ns := netnstest.New(t)
 	f := newFirewall(t, ns)
 	ctx := context.Background()
-	for _, e := range []firewall.Entry{
-		{},
-		{Prefix: pfx("0.0.0.0/0")},
-		{Prefix: pfx("192.0.2.1/32"), Timeout: -time.Second},
-	} {
-		if err := f.Add(ctx, []firewall.Entry{e}); err == nil || !strings.HasPrefix(err.Error(), "nft: ") {
-			t.Errorf("Add(%v) = %v, want an nft: error", e, err)
-		}
-	}
-	if _, err := nft.New(nft.Config{Table: "bad name"}, nil); err == nil {
-		t.Error("New accepted a bad table name")
-	}
-	if _, err := nft.New(nft.Config{NetNS: "/nonexistent/ns"}, nil); err == nil {
-		t.Error("New accepted a missing netns")
-	}
-}
-
-func TestTimeoutRefreshAndPermanent(t *testing.T) {
-	ns := netnstest.New(t)
-	f := newFirewall(t, ns)
-	ctx := context.Background()
-	short, perm := pfx("198.51.100.1/32"), pfx("198.51.100.2/32")
-	if err := f.Add(ctx, []firewall.Entry{{Prefix: short, Timeout: 10 * time.Second}, {Prefix: perm, Timeout: time.Second}}); err != nil {
-		t.Fatal(err)
-	}
-	// Refresh: a longer timeout replaces the shorter one; perm becomes permanent.
-	if err := f.Add(ctx, []firewall.Entry{{Prefix: short, Timeout: time.Hour}, {Prefix: perm}}); err != nil {
+	if err := f.Add(ctx, []firewall.Entry{{Prefix: pfx("203.0.113.0/24")}, {Prefix: pfx("::ffff:198.51.100.9/128")}}); err != nil {
 		t.Fatal(err)
 	}
 	m := listMap(t, f)
-	if m[short] < 59*time.Minute || m[perm] != 0 {
-		t.Fatalf("after refresh: %v", m)
+	if _, ok := m[pfx("203.0.113.0/24")]; !ok || len(m) != 2 {
+		t.Fatalf("List = %v", m)
 	}
-	// Refresh to a short timeout, then it disappears; the permanent one stays.
-	if err := f.Add(ctx, []firewall.Entry{{Prefix: short, Timeout: 1500 * time.Millisecond}}); err != nil {
+	if _, ok := m[pfx("198.51.100.9/32")]; !ok {
+		t.Fatalf("IPv4-mapped entry not stored as IPv4: %v", m)
+	}
+	sets, _, rules := nftObjects(t, ns)
+	if !slices.Equal(sets, []string{"ban4_24", "ban4_32", "ban6_64"}) || rules != 3 {
+		t.Fatalf("sets %v rules %d", sets, rules)
+	}
+	// A new Firewall (a restarted agent) learns the /24 set and keeps it.
+	g := newFirewall(t, ns)
+	ns.MustRun(t, "nft", "flush", "ruleset")
+	if err := g.Check(ctx); !errors.Is(err, firewall.ErrMissing) {
+		t.Fatalf("Check after flush = %v", err)
+	}
+	if err := g.Init(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if d := listMap(t, f)[short]; d <= 0 || d > 1500*time.Millisecond {
-		t.Fatalf("after refresh to 1.5s: %v left", d)
-	}
-	netnstest.Eventually(t, 10*time.Second, func() bool {
-		_, ok := listMap(t, f)[short]
-		return !ok
-	}, "%v still listed", short)
-	if d, ok := listMap(t, f)[perm]; !ok || d != 0 {
-		t.Fatalf("permanent entry: %v %v", d, ok)
+	if sets, _, rules := nftObjects(t, ns); len(sets) != 3 || rules != 3 {
+		t.Fatalf("after restart and repair: sets %v rules %d", sets, rules)
 	}
 }
 
