@@ -221,7 +221,7 @@ func (f *Firewall) Check(ctx context.Context) error {
 func (f *Firewall) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.begin(nil, Call{Method: "Close"}); err != nil {
+	if err := f.begin(context.Background(), Call{Method: "Close"}); err != nil {
 		return err
 	}
 	f.closed = true

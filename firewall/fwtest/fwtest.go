@@ -26,8 +26,8 @@ type New func(t *testing.T, ns *netnstest.NS) firewall.Firewall
 
 // Run runs the suite.
 func Run(t *testing.T, newFW New) {
-	t.Run("AddListDelete", func(t *testing.T) { testAddListDelete(t, newFW) })
-	t.Run("TimeoutsAndRefresh", func(t *testing.T) { testTimeouts(t, newFW) })
+	t.Run("AddListDelete", func(t *testing.T) { AddListDelete(t, newFW(t, netnstest.New(t))) })
+	t.Run("TimeoutsAndRefresh", func(t *testing.T) { TimeoutsAndRefresh(t, newFW(t, netnstest.New(t))) })
 	t.Run("Traffic", func(t *testing.T) { testTraffic(t, newFW) })
 }
 
@@ -51,9 +51,10 @@ func List(t *testing.T, f firewall.Firewall) map[netip.Prefix]time.Duration {
 	return m
 }
 
-func testAddListDelete(t *testing.T, newFW New) {
-	ns := netnstest.New(t)
-	f := newFW(t, ns)
+// AddListDelete checks entries of both families and several prefix
+// lengths, duplicates, deleting absent entries and bad input, on an
+// initialised and empty backend.
+func AddListDelete(t *testing.T, f firewall.Firewall) {
 	ctx := context.Background()
 	err := f.Add(ctx, []firewall.Entry{
 		{Prefix: P("198.51.100.7/32"), Timeout: time.Hour},
@@ -104,9 +105,10 @@ func testAddListDelete(t *testing.T, newFW New) {
 	}
 }
 
-func testTimeouts(t *testing.T, newFW New) {
-	ns := netnstest.New(t)
-	f := newFW(t, ns)
+// TimeoutsAndRefresh checks that re-adding refreshes timeouts (longer,
+// shorter, to and from permanent), that short bans disappear and permanent
+// ones stay, on an initialised and empty backend.
+func TimeoutsAndRefresh(t *testing.T, f firewall.Firewall) {
 	ctx := context.Background()
 	short, perm, six := P("198.51.100.1/32"), P("198.51.100.2/32"), P("2001:db8:9::/64")
 	add := func(es ...firewall.Entry) {
