@@ -28,6 +28,7 @@ type New func(t *testing.T, ns *netnstest.NS) firewall.Firewall
 func Run(t *testing.T, newFW New) {
 	t.Run("AddListDelete", func(t *testing.T) { AddListDelete(t, newFW(t, netnstest.New(t))) })
 	t.Run("TimeoutsAndRefresh", func(t *testing.T) { TimeoutsAndRefresh(t, newFW(t, netnstest.New(t))) })
+	t.Run("BigBatchRefresh", func(t *testing.T) { BigBatchRefresh(t, newFW(t, netnstest.New(t))) })
 	t.Run("Traffic", func(t *testing.T) { testTraffic(t, newFW) })
 }
 
@@ -138,6 +139,45 @@ func TimeoutsAndRefresh(t *testing.T, f firewall.Firewall) {
 	if d, ok := List(t, f)[perm]; !ok || d != 0 {
 		t.Fatalf("permanent entry: %v %v", d, ok)
 	}
+}
+
+// BigBatchRefresh checks the paths backends may take for large batches:
+// re-adding 1,500 present entries as permanent plus 500 new temporary ones.
+func BigBatchRefresh(t *testing.T, f firewall.Firewall) {
+	ctx := context.Background()
+	es := Entries(2000, time.Hour)
+	if err := f.Add(ctx, es[:1500]); err != nil {
+		t.Fatalf("Add: %v", err)
+	}
+	again := append(Entries(1500, 0), es[1500:]...)
+	if err := f.Add(ctx, again); err != nil {
+		t.Fatalf("re-Add: %v", err)
+	}
+	m := List(t, f)
+	if len(m) != 2000 {
+		t.Fatalf("List: %d entries, want 2000", len(m))
+	}
+	for i, e := range es {
+		d, ok := m[e.Prefix]
+		if !ok || (i < 1500) != (d == 0) {
+			t.Fatalf("entry %d %v: timeout %v, listed %v", i, e.Prefix, d, ok)
+		}
+	}
+	if err := f.Delete(ctx, Prefixes(es)); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if m := List(t, f); len(m) != 0 {
+		t.Fatalf("after Delete: %d entries", len(m))
+	}
+}
+
+// Prefixes returns the entries' prefixes.
+func Prefixes(es []firewall.Entry) []netip.Prefix {
+	ps := make([]netip.Prefix, len(es))
+	for i, e := range es {
+		ps[i] = e.Prefix
+	}
+	return ps
 }
 
 // otherTable is someone else's ruleset in the server namespace: it must stay

@@ -261,3 +261,9 @@ func TestNadooChild(t *testing.T) {
 		t.Fatal("nadoo add to a missing set reported success")
 	}
 }
+
+func newFW(b *testing.B, ns *netnstest.NS) firewall.Firewall { return newFirewall(b, ns) }
+
+func BenchmarkRestore100k(b *testing.B) { fwtest.BenchRestore(b, newFW, 100_000) }
+
+func BenchmarkAddLatency(b *testing.B) { fwtest.BenchAddLatency(b, newFW, 10_000) }

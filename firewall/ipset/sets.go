@@ -188,7 +188,11 @@ func (f *Firewall) Add(ctx context.Context, entries []firewall.Entry) error {
 		if err := f.writeBatches(ctx, nl.IPSET_CMD_ADD, in, items); err != nil {
 			return err
 		}
-		if err := f.writeBatches(ctx, nl.IPSET_CMD_DEL, other, items); err != nil {
+		stale, err := f.inSet(other, items)
+		if err != nil {
+			return err
+		}
+		if err := f.writeBatches(ctx, nl.IPSET_CMD_DEL, other, stale); err != nil {
 			return err
 		}
 	}
@@ -224,6 +228,36 @@ func (f *Firewall) Delete(ctx context.Context, prefixes []netip.Prefix) error {
 		}
 	}
 	return nil
+}
+
+// dumpAbove is the batch size from which Add lists the other set instead of
+// deleting every entry from it blindly: a restore of permanent bans then
+// skips 100,000 pointless deletes from the (usually small) timeout set.
+const dumpAbove = 256
+
+// inSet returns the items that s may hold: all of them for small batches,
+// else those a listing of s shows.
+func (f *Firewall) inSet(s set, items []item) ([]item, error) {
+	if len(items) < dumpAbove {
+		return items, nil
+	}
+	r, err := f.header(s)
+	if err != nil {
+		return nil, err
+	}
+	have := make(map[netip.Prefix]bool, len(r.Entries))
+	for _, e := range r.Entries {
+		if a, ok := netip.AddrFromSlice(e.IP); ok {
+			have[netip.PrefixFrom(a.Unmap(), int(e.CIDR))] = true
+		}
+	}
+	var out []item
+	for _, it := range items {
+		if have[it.p] {
+			out = append(out, it)
+		}
+	}
+	return out, nil
 }
 
 func (f *Firewall) writeBatches(ctx context.Context, cmd int, s set, items []item) error {

@@ -86,60 +86,94 @@ func (f *Firewall) Add(ctx context.Context, entries []firewall.Entry) error {
 	n := 0
 	for k, g := range groups {
 		s := f.set(t, k.fam, k.bits)
-		batch := make([]nftables.SetElement, 0, f.cfg.BatchSize)
-		send := func() error {
-			if len(batch) == 0 {
-				return nil
-			}
+		present, err := f.present(s, len(g))
+		if err != nil {
+			return err
+		}
+		elems := make([]nftables.SetElement, 0, len(g))
+		for p, to := range g {
+			elems = append(elems, nftables.SetElement{Key: p.Addr().AsSlice(), Timeout: to})
+		}
+		for len(elems) > 0 {
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("nft: add: %w (%d of %d entries applied)", err, n, len(entries))
 			}
-			if err := f.replace(s, batch); err != nil {
+			batch := elems[:min(len(elems), f.cfg.BatchSize)]
+			elems = elems[len(batch):]
+			if err := f.replace(s, batch, present); err != nil {
 				return fmt.Errorf("nft: add to %s: %w", s.Name, err)
 			}
 			n += len(batch)
-			batch = batch[:0]
-			return nil
-		}
-		for p, to := range g {
-			batch = append(batch, nftables.SetElement{Key: p.Addr().AsSlice(), Timeout: to})
-			if len(batch) == f.cfg.BatchSize {
-				if err := send(); err != nil {
-					return err
-				}
-			}
-		}
-		if err := send(); err != nil {
-			return err
 		}
 	}
 	return nil
 }
 
-// replace sends one batch: add each key (a no-op if present), delete it,
-// add it with its timeout. The first add makes the delete safe for absent
-// elements (a missing element would fail the whole batch with ENOENT) and
-// the batch is one transaction, so an existing ban never lapses.
-func (f *Firewall) replace(s *nftables.Set, elems []nftables.SetElement) error {
-	keys := keysOnly(elems)
-	if err := f.conn.SetAddElements(s, keys); err != nil {
-		return err
+// dumpAbove is the batch size from which Add reads the set first: a dump
+// costs about as much as the extra work it saves on a few hundred elements,
+// and a restore into an empty set then needs a third of the work.
+const dumpAbove = 256
+
+// present returns the keys the set holds now, or nil (meaning "assume every
+// key may be present") for small batches.
+func (f *Firewall) present(s *nftables.Set, batch int) (map[string]bool, error) {
+	if batch < dumpAbove {
+		return nil, nil
 	}
-	if err := f.conn.SetDeleteElements(s, keys); err != nil {
-		return err
+	elems, err := f.conn.GetSetElements(s)
+	if err != nil {
+		return nil, fmt.Errorf("nft: list %s: %w", s.Name, err)
 	}
-	if err := f.conn.SetAddElements(s, elems); err != nil {
-		return err
+	m := make(map[string]bool, len(elems))
+	for _, e := range elems {
+		m[string(e.Key)] = true
+	}
+	return m, nil
+}
+
+// msgElems is how many elements go into one netlink message: an element
+// list is one attribute and must stay under 64 KiB (IPv6 with timeout is
+// about 40 bytes an element).
+const msgElems = 1000
+
+// replace sends one batch (one transaction): keys that may be present are
+// added without timeout (a no-op if present), deleted, and added back with
+// their timeout; keys known absent (present is non-nil and lacks them) are
+// just added. The first add makes the delete safe for absent elements (one
+// missing element would fail the whole batch with ENOENT), and as the batch
+// is atomic an existing ban never lapses. An element that expires between
+// the dump and the batch is absent and simply re-added.
+func (f *Firewall) replace(s *nftables.Set, elems []nftables.SetElement, present map[string]bool) error {
+	var maybe []nftables.SetElement
+	for _, e := range elems {
+		if present == nil || present[string(e.Key)] {
+			maybe = append(maybe, nftables.SetElement{Key: e.Key})
+		}
+	}
+	for _, c := range chunks(maybe) {
+		if err := f.conn.SetAddElements(s, c); err != nil {
+			return err
+		}
+		if err := f.conn.SetDeleteElements(s, c); err != nil {
+			return err
+		}
+	}
+	for _, c := range chunks(elems) {
+		if err := f.conn.SetAddElements(s, c); err != nil {
+			return err
+		}
 	}
 	return f.conn.Flush()
 }
 
-func keysOnly(elems []nftables.SetElement) []nftables.SetElement {
-	keys := make([]nftables.SetElement, len(elems))
-	for i, e := range elems {
-		keys[i] = nftables.SetElement{Key: e.Key}
+func chunks(elems []nftables.SetElement) [][]nftables.SetElement {
+	var out [][]nftables.SetElement
+	for len(elems) > 0 {
+		n := min(len(elems), msgElems)
+		out = append(out, elems[:n])
+		elems = elems[n:]
 	}
-	return keys
+	return out
 }
 
 // Delete unbans prefixes; prefixes that are not banned (or whose set does not
@@ -179,11 +213,13 @@ func (f *Firewall) Delete(ctx context.Context, prefixes []netip.Prefix) error {
 			}
 			chunk := keys[:min(len(keys), f.cfg.BatchSize)]
 			keys = keys[len(chunk):]
-			if err := f.conn.SetAddElements(s, chunk); err != nil {
-				return fmt.Errorf("nft: delete from %s: %w", s.Name, err)
-			}
-			if err := f.conn.SetDeleteElements(s, chunk); err != nil {
-				return fmt.Errorf("nft: delete from %s: %w", s.Name, err)
+			for _, c := range chunks(chunk) {
+				if err := f.conn.SetAddElements(s, c); err != nil {
+					return fmt.Errorf("nft: delete from %s: %w", s.Name, err)
+				}
+				if err := f.conn.SetDeleteElements(s, c); err != nil {
+					return fmt.Errorf("nft: delete from %s: %w", s.Name, err)
+				}
 			}
 			if err := f.conn.Flush(); err != nil {
 				return fmt.Errorf("nft: delete from %s: %w", s.Name, err)

@@ -39,6 +39,8 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/asterisksupport/doorman/firewall"
 )
@@ -50,7 +52,10 @@ const (
 	DefaultSet4          = "ban4"
 	DefaultSet6          = "ban6"
 	DefaultIPv6PrefixLen = 64
-	DefaultBatchSize     = 1000
+	DefaultBatchSize     = 10000
+	// sndbuf is the netlink socket's send buffer: a batch is one sendmsg
+	// (10,000 IPv6 elements, added, deleted and re-added, take about 1.2 MB).
+	sndbuf = 8 << 20
 )
 
 // Config says where and under which names the backend keeps its state.
@@ -66,8 +71,8 @@ type Config struct {
 	// IPv6PrefixLen is the IPv6 ban length whose set Init creates up front
 	// (default 64). Other lengths work too; their sets appear on first use.
 	IPv6PrefixLen int
-	// BatchSize is how many entries go into one netlink batch (default 1000;
-	// an element list must stay under netlink's 64 KiB attribute limit).
+	// BatchSize is how many entries go into one netlink batch, i.e. one
+	// kernel transaction (default 10,000, at most 20,000).
 	BatchSize int
 }
 
@@ -103,8 +108,8 @@ func (c *Config) validate() error {
 	if c.IPv6PrefixLen < 1 || c.IPv6PrefixLen > 128 {
 		return fmt.Errorf("nft: ipv6 prefix length %d out of range 1-128", c.IPv6PrefixLen)
 	}
-	if c.BatchSize < 1 || c.BatchSize > 1500 {
-		return fmt.Errorf("nft: batch size %d out of range 1-1500", c.BatchSize)
+	if c.BatchSize < 1 || c.BatchSize > 20000 {
+		return fmt.Errorf("nft: batch size %d out of range 1-20000", c.BatchSize)
 	}
 	return nil
 }
@@ -135,7 +140,7 @@ func New(cfg Config, log *slog.Logger) (*Firewall, error) {
 	}
 	f := &Firewall{cfg: cfg, log: log.With("component", "firewall/nft", "table", cfg.Table),
 		lens: map[int]map[int]bool{4: {32: true}, 6: {cfg.IPv6PrefixLen: true}}}
-	opts := []nftables.ConnOption{nftables.AsLasting()}
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(bigSendBuffer)}
 	if cfg.NetNS != "" {
 		nsf, err := os.Open(cfg.NetNS)
 		if err != nil {
@@ -187,5 +192,23 @@ func (f *Firewall) lock(ctx context.Context) error {
 		f.mu.Unlock()
 		return errClosed
 	}
+	return nil
+}
+
+// bigSendBuffer raises the socket's send buffer past net.core.wmem_max
+// (SO_SNDBUFFORCE, allowed with CAP_NET_ADMIN, which nftables needs anyway),
+// falling back to what SO_SNDBUF allows.
+func bigSendBuffer(c *netlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err == nil {
+		var serr error
+		err = rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sndbuf)
+		})
+		if err == nil && serr == nil {
+			return nil
+		}
+	}
+	_ = c.SetWriteBuffer(sndbuf) // best effort: smaller batches still fit
 	return nil
 }

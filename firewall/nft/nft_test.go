@@ -16,7 +16,7 @@ import (
 	"github.com/asterisksupport/doorman/firewall/nft"
 )
 
-func newFirewall(t *testing.T, ns *netnstest.NS) *nft.Firewall {
+func newFirewall(t testing.TB, ns *netnstest.NS) *nft.Firewall {
 	t.Helper()
 	f, err := nft.New(nft.Config{NetNS: ns.Path}, nil)
 	if err != nil {
@@ -117,7 +117,7 @@ func TestConformance(t *testing.T) {
 
 func TestBadConfig(t *testing.T) {
 	for _, c := range []nft.Config{{Table: "bad name"}, {NetNS: "/nonexistent/ns"}, {Set4: "x", Set6: "x"},
-		{IPv6PrefixLen: 129}, {BatchSize: 5000}} {
+		{IPv6PrefixLen: 129}, {BatchSize: 50000}} {
 		if f, err := nft.New(c, nil); err == nil || !strings.HasPrefix(err.Error(), "nft: ") {
 			t.Errorf("New(%+v) = %v, want an nft: error", c, err)
 			if f != nil {
@@ -202,3 +202,9 @@ func TestCheckDetectsFlushAndInitRepairs(t *testing.T) {
 		t.Fatalf("other table changed: %s", out)
 	}
 }
+
+func newFW(b *testing.B, ns *netnstest.NS) firewall.Firewall { return newFirewall(b, ns) }
+
+func BenchmarkRestore100k(b *testing.B) { fwtest.BenchRestore(b, newFW, 100_000) }
+
+func BenchmarkAddLatency(b *testing.B) { fwtest.BenchAddLatency(b, newFW, 10_000) }
