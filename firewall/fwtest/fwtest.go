@@ -99,6 +99,12 @@ func AddListDelete(t *testing.T, f firewall.Firewall) {
 	if err := f.Check(ctx); err != nil {
 		t.Fatalf("Check: %v", err)
 	}
+	if err := f.Delete(ctx, nil); err != nil {
+		t.Fatalf("Delete(nil): %v", err)
+	}
+	if err := f.Add(ctx, nil); err != nil {
+		t.Fatalf("Add(nil): %v", err)
+	}
 	for _, e := range []firewall.Entry{{}, {Prefix: P("0.0.0.0/0")}, {Prefix: P("192.0.2.1/32"), Timeout: -time.Second}} {
 		if err := f.Add(ctx, []firewall.Entry{e}); err == nil {
 			t.Errorf("Add(%+v) accepted bad input", e)

@@ -132,6 +132,9 @@ func TestCheckDetectsFlushAndInitRepairs(t *testing.T) {
 			if err := f.Check(ctx); !errors.Is(err, firewall.ErrMissing) {
 				t.Fatalf("Check = %v, want ErrMissing", err)
 			}
+			if err := f.Delete(ctx, []netip.Prefix{netip.MustParsePrefix("198.51.100.1/32"), netip.MustParsePrefix("2001:db8::/64")}); err != nil {
+				t.Fatalf("Delete with parts missing: %v", err)
+			}
 			if err := f.Init(ctx); err != nil {
 				t.Fatalf("Init: %v", err)
 			}

@@ -59,7 +59,7 @@ func (f *Firewall) Check(ctx context.Context) error {
 	}
 	defer f.mu.Unlock()
 	for _, s := range f.sets() {
-		if _, err := f.header(s); err != nil {
+		if err := f.mustExist(s); err != nil {
 			return err
 		}
 		switch err := f.runRule(ctx, "-C", s); {
@@ -68,6 +68,18 @@ func (f *Firewall) Check(ctx context.Context) error {
 		case err != nil:
 			return err
 		}
+	}
+	return nil
+}
+
+// mustExist wraps ErrMissing if the set is gone.
+func (f *Firewall) mustExist(s set) error {
+	ok, err := exists(f.sock, s.name)
+	if err != nil {
+		return fmt.Errorf("ipset: header of %s: %w", s.name, err)
+	}
+	if !ok {
+		return fmt.Errorf("ipset: set %s: %w", s.name, firewall.ErrMissing)
 	}
 	return nil
 }
@@ -97,7 +109,7 @@ func (f *Firewall) Teardown(ctx context.Context) error {
 	defer f.mu.Unlock()
 	var errs []error
 	for _, s := range f.sets() {
-		if _, err := f.header(s); errors.Is(err, firewall.ErrMissing) {
+		if err := f.mustExist(s); errors.Is(err, firewall.ErrMissing) {
 			continue // a rule cannot reference a set that does not exist
 		}
 		for {
@@ -115,7 +127,7 @@ func (f *Firewall) Teardown(ctx context.Context) error {
 		}
 	}
 	for _, s := range f.sets() {
-		if _, err := f.header(s); errors.Is(err, firewall.ErrMissing) {
+		if err := f.mustExist(s); errors.Is(err, firewall.ErrMissing) {
 			continue
 		}
 		if err := f.h.IpsetDestroy(s.name); err != nil {
@@ -199,8 +211,8 @@ func (f *Firewall) Add(ctx context.Context, entries []firewall.Entry) error {
 	return nil
 }
 
-// Delete unbans prefixes from both sets of their family; absent ones are
-// ignored.
+// Delete unbans prefixes from both sets of their family; absent entries,
+// and sets that no longer exist, are ignored.
 func (f *Firewall) Delete(ctx context.Context, prefixes []netip.Prefix) error {
 	var v4, v6 []item
 	for _, p := range prefixes {
@@ -222,6 +234,12 @@ func (f *Firewall) Delete(ctx context.Context, prefixes []netip.Prefix) error {
 		items := v4
 		if s.v6 {
 			items = v6
+		}
+		if len(items) == 0 {
+			continue
+		}
+		if err := f.mustExist(s); errors.Is(err, firewall.ErrMissing) {
+			continue
 		}
 		if err := f.writeBatches(ctx, nl.IPSET_CMD_DEL, s, items); err != nil {
 			return err

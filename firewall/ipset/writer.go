@@ -1,6 +1,7 @@
 package ipset
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -114,4 +115,22 @@ func (nadooWriter) write(cmd int, set string, items []item) error {
 		}
 	}
 	return nil
+}
+
+// exists asks the kernel for a set's header only (IPSET_CMD_HEADER), which
+// costs the same for an empty set and a full one, unlike a listing.
+func exists(sock *nl.SocketHandle, name string) (bool, error) {
+	req := nl.NewNetlinkRequest(nl.IPSET_CMD_HEADER|(unix.NFNL_SUBSYS_IPSET<<8), unix.NLM_F_REQUEST)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_NETFILTER: sock}
+	req.AddData(&nl.Nfgenmsg{NfgenFamily: uint8(unix.AF_INET), Version: nl.NFNETLINK_V0})
+	req.AddData(nl.NewRtAttr(nl.IPSET_ATTR_PROTOCOL, nl.Uint8Attr(nl.IPSET_PROTOCOL)))
+	req.AddData(nl.NewRtAttr(nl.IPSET_ATTR_SETNAME, nl.ZeroTerminated(name)))
+	_, err := req.Execute(unix.NETLINK_NETFILTER, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, kernelError(err)
+	}
+	return true, nil
 }

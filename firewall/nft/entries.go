@@ -2,6 +2,7 @@ package nft
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -176,8 +177,8 @@ func chunks(elems []nftables.SetElement) [][]nftables.SetElement {
 	return out
 }
 
-// Delete unbans prefixes; prefixes that are not banned (or whose set does not
-// exist) are ignored. Each batch adds then deletes the keys, so no batch can
+// Delete unbans prefixes; prefixes that are not banned, or whose set or
+// table does not exist, are ignored. Each batch adds then deletes the keys, so no batch can
 // fail on an absent element, and no read-then-delete race with an expiring
 // element exists.
 func (f *Firewall) Delete(ctx context.Context, prefixes []netip.Prefix) error {
@@ -196,7 +197,10 @@ func (f *Firewall) Delete(ctx context.Context, prefixes []netip.Prefix) error {
 	t := f.table()
 	sets, err := f.conn.GetSets(t)
 	if err != nil {
-		return missingOr(err, "sets")
+		if errors.Is(missingOr(err, "sets"), firewall.ErrMissing) {
+			return nil // no table, nothing banned
+		}
+		return fmt.Errorf("nft: list sets: %w", err)
 	}
 	exists := map[string]bool{}
 	for _, s := range sets {
