@@ -43,11 +43,19 @@ type session struct {
 
 	mu      sync.Mutex
 	pending map[string]*pending
-	err     error // set once the connection is gone
+	// abandoned holds the ActionIDs of actions given up (ctx ended) before
+	// their reply finished, true once their list has started, so late list
+	// items are swallowed instead of reaching subscribers as live events.
+	abandoned map[string]bool
+	err       error // set once the connection is gone
 }
 
+// maxAbandoned bounds the abandoned set; past it the set starts over.
+const maxAbandoned = 1024
+
 func newSession(conn net.Conn, writeTimeout time.Duration) *session {
-	return &session{conn: conn, writeTimeout: writeTimeout, pending: make(map[string]*pending)}
+	return &session{conn: conn, writeTimeout: writeTimeout,
+		pending: make(map[string]*pending), abandoned: make(map[string]bool)}
 }
 
 // do sends action with the given ActionID and waits for its reply.
@@ -69,7 +77,7 @@ func (s *session) do(ctx context.Context, id string, action Message) (Message, [
 	select {
 	case <-p.done:
 	case <-ctx.Done():
-		s.forget(id)
+		s.abandon(id)
 		return Message{}, nil, fmt.Errorf("ami: action %s: %w", name, ctx.Err())
 	}
 	if p.err != nil {
@@ -98,6 +106,20 @@ func (s *session) forget(id string) {
 	s.mu.Unlock()
 }
 
+func (s *session) abandon(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pending[id]
+	if !ok {
+		return // the reply completed meanwhile
+	}
+	delete(s.pending, id)
+	if len(s.abandoned) >= maxAbandoned {
+		clear(s.abandoned)
+	}
+	s.abandoned[id] = p.inList
+}
+
 // route hands a response, or an event belonging to a pending list action,
 // to its waiting Action. It reports whether m was consumed.
 func (s *session) route(m *Message) bool {
@@ -110,11 +132,28 @@ func (s *session) route(m *Message) bool {
 	defer s.mu.Unlock()
 	p := s.pending[id]
 	if p == nil {
-		return false
+		inList, ok := s.abandoned[id]
+		switch {
+		case !ok:
+			return false
+		case isResp:
+			if isListStart(resp, m) {
+				s.abandoned[id] = true
+			} else {
+				delete(s.abandoned, id)
+			}
+			return true
+		case !inList:
+			return false
+		}
+		if strings.EqualFold(m.Get("EventList"), "Complete") {
+			delete(s.abandoned, id)
+		}
+		return true
 	}
 	if isResp {
 		p.resp = *m
-		if strings.EqualFold(resp, "Success") && strings.EqualFold(m.Get("EventList"), "start") {
+		if isListStart(resp, m) {
 			p.inList = true
 			return true
 		}
@@ -132,6 +171,10 @@ func (s *session) route(m *Message) bool {
 	}
 	p.list = append(p.list, *m)
 	return true
+}
+
+func isListStart(resp string, m *Message) bool {
+	return strings.EqualFold(resp, "Success") && strings.EqualFold(m.Get("EventList"), "start")
 }
 
 // close fails every pending action; the first error sticks.

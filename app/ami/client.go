@@ -144,8 +144,10 @@ func (c *Client) Run(ctx context.Context) error {
 		var lerr *loginError
 		if errors.As(err, &lerr) {
 			c.log.Error("ami: login failed", "username", c.cfg.Username, "reason", lerr.reason, "retry_in", wait)
-		} else {
+		} else if loggedIn {
 			c.log.Warn("ami: connection lost", "err", err, "retry_in", wait)
+		} else {
+			c.log.Warn("ami: cannot connect", "err", err, "retry_in", wait)
 		}
 		t := time.NewTimer(wait)
 		select {

@@ -470,3 +470,52 @@ func TestConfigRedacts(t *testing.T) {
 		t.Error("Run with an empty config did not fail")
 	}
 }
+
+// A list action given up before its reply: the late reply and its items are
+// swallowed, not published as live events, and the next action works.
+func TestClientAbandonedList(t *testing.T) {
+	chunks := captureChunks(testdata(t, "ami-actions.s2c.raw"))
+	srv := startFake(t, func(c *fakeConn) {
+		if _, ok := c.login("aim", "aimsecret"); !ok {
+			return
+		}
+		m, ok := c.readAction() // DeviceStateList, answered only after the next action arrives
+		if !ok {
+			return
+		}
+		ping, ok := c.readAction()
+		if !ok {
+			return
+		}
+		for _, ch := range chunks["s1-devstates-reg"] {
+			c.write(withID(ch, m.Get("ActionID")))
+		}
+		c.write("Event: PeerStatus\r\nPrivilege: system,all\r\nPeer: PJSIP/1002\r\n\r\n")
+		c.write(withID(chunks["s1-ping"][0], ping.Get("ActionID")))
+		c.wait()
+	})
+	log, _ := testLogger(t, "aimsecret")
+	c := NewClient(testConfig(srv.addr()), log)
+	events, cancel := c.Subscribe(10)
+	defer cancel()
+	runClient(t, c)
+	recv(t, events) // EventConnected
+
+	ctx, stop := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	_, _, err := c.Action(ctx, Message{Fields: []Field{{"Action", "DeviceStateList"}}})
+	stop()
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "DeviceStateList") {
+		t.Fatalf("abandoned action: %v", err)
+	}
+	ctx, stop = context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	if _, _, err := c.Action(ctx, Message{Fields: []Field{{"Action", "Ping"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, events); m.Event() != "PeerStatus" {
+		t.Fatalf("got %v, want only the live PeerStatus", m)
+	}
+	if st := c.Stats(); st.EventsReceived != 1 {
+		t.Fatalf("stats = %+v", st)
+	}
+}

@@ -27,12 +27,12 @@ type fakeAMI struct {
 
 // fakeConn is one accepted connection with a parser for the client's actions.
 type fakeConn struct {
-	t *testing.T
+	t testing.TB
 	net.Conn
 	p *Parser
 }
 
-func startFake(t *testing.T, handle func(c *fakeConn)) *fakeAMI {
+func startFake(t testing.TB, handle func(c *fakeConn)) *fakeAMI {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -159,7 +159,7 @@ func (s *syncBuffer) String() string {
 
 // testLogger logs everything at debug level into a buffer and, at cleanup,
 // fails the test if any of secrets appears in it.
-func testLogger(t *testing.T, secrets ...string) (*slog.Logger, *syncBuffer) {
+func testLogger(t testing.TB, secrets ...string) (*slog.Logger, *syncBuffer) {
 	buf := &syncBuffer{}
 	t.Cleanup(func() {
 		out := buf.String()
@@ -176,7 +176,7 @@ func testLogger(t *testing.T, secrets ...string) (*slog.Logger, *syncBuffer) {
 }
 
 // runClient starts c.Run and stops it at cleanup, checking that Run returns.
-func runClient(t *testing.T, c *Client) {
+func runClient(t testing.TB, c *Client) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()

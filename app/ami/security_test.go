@@ -169,6 +169,8 @@ func TestParseEventTV(t *testing.T) {
 	for in, want := range map[string]time.Time{
 		"2026-11-25T11:26:31.015+0000":    time.Date(2026, 11, 25, 11, 26, 31, 15e6, time.UTC),
 		"2026-11-25T12:26:31.015+0100":    time.Date(2026, 11, 25, 11, 26, 31, 15e6, time.UTC),
+		"2026-11-25T06:56:31.015-0430":    time.Date(2026, 11, 25, 11, 26, 31, 15e6, time.UTC),
+		"2026-12-31T23:59:59.999+0000":    time.Date(2026, 12, 31, 23, 59, 59, 999e6, time.UTC),
 		"2026-11-25T11:26:31.015123+0000": time.Date(2026, 11, 25, 11, 26, 31, 15123e3, time.UTC),
 		"2026-11-25T11:26:31Z":            time.Date(2026, 11, 25, 11, 26, 31, 0, time.UTC),
 		"1795605991-015000":               time.Date(2026, 11, 25, 11, 26, 31, 15e6, time.UTC),
@@ -178,7 +180,8 @@ func TestParseEventTV(t *testing.T) {
 			t.Errorf("%s: %v %v, want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "soon", "1-2-3", "123-9999999", "-5-1"} {
+	for _, in := range []string{"", "soon", "1-2-3", "123-9999999", "-5-1", "2026-02-30T11:26:31.015+0000",
+		"2026-13-01T11:26:31.015+0000", "2026-11-25T24:26:31.015+0000", "2026-11-25T11:26:31.015+0099", "2026-11-25T11:26:31.0x5+0000"} {
 		if _, err := ParseEventTV(in); err == nil {
 			t.Errorf("%q accepted", in)
 		}
