@@ -87,3 +87,20 @@ func checkFuzzMessage(t *testing.T, m *Message, lim ParserLimits) {
 		t.Fatalf("round trip left data: %v", err)
 	}
 }
+
+// FuzzParseAddress: never panics; what parses is a valid address and port
+// with an upper-case transport.
+func FuzzParseAddress(f *testing.F) {
+	for _, s := range []string{"IPV4/UDP/127.0.0.1/5070", "IPV6/UDP/2001:db8::1/5060", "IPV6/WSS/[fe80::1%eth0]/8089", "IPV4/TCP/1.2.3.4/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tr, ap, err := ParseAddress(s)
+		if err != nil {
+			return
+		}
+		if !ap.IsValid() || tr == "" || strings.ToUpper(tr) != tr || ap.Addr().Is4In6() {
+			t.Fatalf("%q parsed as %q %v", s, tr, ap)
+		}
+	})
+}

@@ -172,7 +172,11 @@ func (p *Parser) Next(m *Message) error {
 // included, up to "--END COMMAND--", each kept as an Output field.
 func (p *Parser) followsLine(line []byte) error {
 	if p.discard {
-		if bytes.HasSuffix(line, []byte(endCommand)) {
+		// Over the limit: a blank line resyncs too, so output that never
+		// says "--END COMMAND--" cannot swallow the stream.
+		if len(line) == 0 {
+			p.reset()
+		} else if bytes.HasSuffix(line, []byte(endCommand)) {
 			p.follows = false
 		}
 		return nil

@@ -206,6 +206,11 @@ func TestParseLimitsResync(t *testing.T) {
 	if len(msgs) != 2 || !equalFields(msgs[0].Fields, []Field{{"Event", "A"}, {"After", "1"}}) || msgs[1].Event() != "C" {
 		t.Fatalf("messages = %v", msgs)
 	}
+	// Follows output that never ends, over the limit: resync at a blank line.
+	msgs, syn = parseAll(t, []byte("Response: Follows\r\n"+strings.Repeat("out\r\n", 20)+"\r\nEvent: Y\r\n\r\n"), false, ParserLimits{MaxFields: 10})
+	if len(syn) != 1 || len(msgs) != 1 || msgs[0].Event() != "Y" {
+		t.Fatalf("follows over the limit: %v %v", msgs, syn)
+	}
 	// Too many fields.
 	msgs, syn = parseAll(t, []byte("Event: X\r\n"+strings.Repeat("a: b\r\n", 20)+"\r\nEvent: Y\r\n\r\n"), false, ParserLimits{MaxFields: 10})
 	if len(syn) != 1 || len(msgs) != 1 || msgs[0].Event() != "Y" {
