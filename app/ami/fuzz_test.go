@@ -88,9 +88,9 @@ func checkFuzzMessage(t *testing.T, m *Message, lim ParserLimits) {
 	}
 }
 
-// FuzzParseAddress: never panics; what parses is a valid address and port
+// FuzzAddress: never panics; what parses is a valid address and port
 // with an upper-case transport.
-func FuzzParseAddress(f *testing.F) {
+func FuzzAddress(f *testing.F) {
 	for _, s := range []string{"IPV4/UDP/127.0.0.1/5070", "IPV6/UDP/2001:db8::1/5060", "IPV6/WSS/[fe80::1%eth0]/8089", "IPV4/TCP/1.2.3.4/"} {
 		f.Add(s)
 	}
