@@ -342,7 +342,8 @@ func TestClientMD5Login(t *testing.T) {
 		if m, ok = c.readAction(); !ok {
 			return
 		}
-		if m.Get("Key") != "8e05384a69d77e44392d5162f42ccac1" || m.Get("Secret") != "" || m.Get("Username") != "aim" {
+		if m.Get("Key") != "8e05384a69d77e44392d5162f42ccac1" || m.Get("Secret") != "" || m.Get("Username") != "aim" ||
+			!strings.EqualFold(m.Get("AuthType"), "md5") || m.Get("Events") != "security,system,call" {
 			t.Errorf("login = %v", m)
 			c.write("Response: Error\r\nActionID: " + m.Get("ActionID") + "\r\nMessage: Authentication failed\r\n\r\n")
 			return
@@ -353,6 +354,7 @@ func TestClientMD5Login(t *testing.T) {
 	log, _ := testLogger(t, "aimsecret", "8e05384a69d77e44392d5162f42ccac1")
 	cfg := testConfig(srv.addr())
 	cfg.UseMD5 = true
+	cfg.Events = "security,system,call" // an event-class mask instead of "on"
 	c := NewClient(cfg, log)
 	events, cancel := c.Subscribe(1)
 	defer cancel()
