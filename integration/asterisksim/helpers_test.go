@@ -168,6 +168,7 @@ var (
 	rePing    = regexp.MustCompile(`Timestamp: \d+\.\d{6}`)
 	reExpTime = regexp.MustCompile(`ExpirationTime: \d+`)
 	reChal    = regexp.MustCompile(`Challenge: \d+`)
+	reCore    = regexp.MustCompile(`(Core(?:Startup|Reload)(?:Date|Time)): [\d:-]+`)
 )
 
 func (n *normaliser) norm(s string) string {
@@ -186,6 +187,7 @@ func (n *normaliser) norm(s string) string {
 	s = rePing.ReplaceAllString(s, "Timestamp: <PING>")
 	s = reExpTime.ReplaceAllString(s, "ExpirationTime: <EXP>")
 	s = reUptime.ReplaceAllString(s, "$1: <N>")
+	s = reCore.ReplaceAllString(s, "$1: <T>")
 	s = reChal.ReplaceAllStringFunc(s, func(v string) string { return "Challenge: " + n.token("AMICHAL", v) })
 	s = rePtr.ReplaceAllStringFunc(s, func(v string) string { return n.token("PTR", v) })
 	s = reCallID.ReplaceAllStringFunc(s, func(v string) string { return n.token("CALL", v) })
@@ -258,4 +260,53 @@ func startSimClock(t *testing.T, cfg Config) (*Sim, *fakeClock) {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s, clk
+}
+
+var rePlaceholderNum = regexp.MustCompile(`<([A-Z]+)\d+>`)
+
+// messages splits an AMI stream into normalised messages with anonymous
+// placeholders, for comparisons where the order between event sources is
+// not stable on a real Asterisk either.
+func messages(stream string) []string {
+	n := newNormaliser().norm(stream)
+	n = rePlaceholderNum.ReplaceAllString(n, "<$1>")
+	var out []string
+	for _, m := range strings.SplitAfter(n, "\r\n\r\n") {
+		if strings.TrimSpace(m) != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// sameMessages compares two AMI streams as multisets of messages.
+func sameMessages(t *testing.T, what, want, got string) {
+	t.Helper()
+	w, g := messages(want), messages(got)
+	count := map[string]int{}
+	for _, m := range w {
+		count[m]++
+	}
+	for _, m := range g {
+		count[m]--
+	}
+	sec := func(ms []string) []string {
+		var out []string
+		for _, m := range ms {
+			if strings.Contains(m, "Privilege: security,all") {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	if d := diff(strings.Join(sec(w), "\n"), strings.Join(sec(g), "\n")); d != "" {
+		t.Errorf("%s: security events differ in order at %s", what, d)
+	}
+	for m, c := range count {
+		if c > 0 {
+			t.Errorf("%s: missing %d× %q", what, c, m)
+		} else if c < 0 {
+			t.Errorf("%s: unexpected %d× %q", what, -c, m)
+		}
+	}
 }
