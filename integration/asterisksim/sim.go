@@ -128,20 +128,11 @@ func (s *Sim) startLocked(ctx context.Context) (err error) {
 		go func() { srv.serve(rctx); srv.wg.Wait(); s.wg.Done() }()
 	}
 	if s.sipAddr != "" {
-		ua, err := net.ResolveUDPAddr("udp", s.sipAddr)
+		udp, tcp, err := listenSIP(s.sipAddr)
 		if err != nil {
-			return fmt.Errorf("asterisksim: SIP address: %w", err)
-		}
-		udp, err := net.ListenUDP("udp", ua)
-		if err != nil {
-			return fmt.Errorf("asterisksim: SIP UDP listen: %w", err)
+			return err
 		}
 		s.sipAddr = udp.LocalAddr().String()
-		tcp, err := net.Listen("tcp", s.sipAddr)
-		if err != nil {
-			_ = udp.Close()
-			return fmt.Errorf("asterisksim: SIP TCP listen: %w", err)
-		}
 		s.sip = &sipServer{c: s.core, udp: udp, tcp: trackingListener{tcp, s.conns}, conns: s.conns, secret: randHex(32)}
 		s.sip.wg.Add(2)
 		go s.sip.serveUDP()
@@ -287,3 +278,26 @@ func (s *Sim) Contacts() []Contact { return s.core.Contacts() }
 
 // Backend returns the core as the ARI server's backend.
 func (s *Sim) Backend() ari.Backend { return s.core }
+
+// listenSIP binds UDP and TCP on the same host:port. With port 0 it retries
+// until a UDP port whose TCP twin is also free turns up.
+func listenSIP(addr string) (*net.UDPConn, net.Listener, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("asterisksim: SIP address: %w", err)
+	}
+	for attempt := 0; ; attempt++ {
+		udp, err := net.ListenUDP("udp", ua)
+		if err != nil {
+			return nil, nil, fmt.Errorf("asterisksim: SIP UDP listen: %w", err)
+		}
+		tcp, err := net.Listen("tcp", udp.LocalAddr().String())
+		if err == nil {
+			return udp, tcp, nil
+		}
+		_ = udp.Close()
+		if ua.Port != 0 || attempt >= 20 {
+			return nil, nil, fmt.Errorf("asterisksim: SIP TCP listen: %w", err)
+		}
+	}
+}
