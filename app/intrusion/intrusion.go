@@ -74,6 +74,7 @@ type Monitor struct {
 	counters *counterWorkers
 	repair   chan struct{}
 	running  atomic.Bool
+	ready    atomic.Bool
 
 	// onApplied, if set (tests), sees each ban latency as it is measured.
 	onApplied func(time.Duration)
@@ -360,14 +361,19 @@ func (m *Monitor) onEscalation(p netip.Prefix, n int64) {
 	m.log.Info("ban made permanent", "prefix", p, "temporary_bans", n-1)
 }
 
-// resetStrikes applies OnSuccessReset.
+// resetStrikes applies OnSuccessReset: here at once, and again when the
+// store has reset, after any strike counts queued before it came back.
 func (m *Monitor) resetStrikes(p netip.Prefix) {
+	m.onReset(p)
+	m.counters.enqueue(counterOp{kind: opReset, prefix: p})
+}
+
+func (m *Monitor) onReset(p netip.Prefix) {
 	m.mu.Lock()
 	if r := m.records[p]; r != nil {
 		r.strikes = 0
 	}
 	m.mu.Unlock()
-	m.counters.enqueue(counterOp{kind: opReset, prefix: p})
 }
 
 func kind(permanent bool) string {

@@ -21,6 +21,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 		return errors.New("intrusion: Run called twice")
 	}
 	defer m.running.Store(false)
+	defer m.ready.Store(false)
 	if err := m.fw.Init(ctx); err != nil {
 		return fmt.Errorf("intrusion: firewall init: %w", err)
 	}
@@ -45,6 +46,7 @@ func (m *Monitor) watch(ctx context.Context) {
 	for ctx.Err() == nil {
 		ch, err := m.store.WatchBans(ctx)
 		if err != nil {
+			m.ready.Store(false)
 			m.met.storeErrors.WithLabelValues("watch").Inc()
 			m.log.Warn("cannot watch the ban feed; retrying", "err", err, "in", delay)
 			if first {
@@ -61,6 +63,8 @@ func (m *Monitor) watch(ctx context.Context) {
 		}
 		first, delay = false, retryMin
 		m.reconcile(ctx)
+		m.ready.Store(true)
+		m.writer.kick()
 		for ev := range ch {
 			switch ev.Kind {
 			case state.Added:
@@ -69,10 +73,17 @@ func (m *Monitor) watch(ctx context.Context) {
 				m.applyFeedRemoval(ev.Ban.Prefix)
 			case state.Resync:
 				m.reconcile(ctx)
+				m.writer.kick() // the store is back: write what waited
 			}
 		}
+		m.ready.Store(false)
 	}
 }
+
+// Ready reports whether the monitor follows the store's ban feed and has
+// reconciled the firewall with it (for the health endpoint). Bans are
+// enforced locally also when it is not ready.
+func (m *Monitor) Ready() bool { return m.ready.Load() }
 
 // applyFeedBan enforces a ban published by any agent, unless it would ban
 // a network this server trusts: Redis can make every server drop any

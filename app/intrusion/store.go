@@ -34,6 +34,7 @@ type banWriter struct {
 	pending map[netip.Prefix]*banOp
 	wake    chan struct{}
 	down    bool
+	urgent  bool
 }
 
 type banOp struct {
@@ -58,11 +59,33 @@ func (w *banWriter) queue(p netip.Prefix, op *banOp) {
 		old.done = nil
 	}
 	w.pending[p] = op
+	w.urgent = w.urgent || op.done != nil
 	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *banWriter) poke() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
+}
+
+// kick retries at once, skipping the backoff: the store is back (the feed
+// resynced) or an operator is waiting.
+func (w *banWriter) kick() {
+	w.mu.Lock()
+	w.urgent = true
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *banWriter) takeUrgent() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	u := w.urgent
+	w.urgent = false
+	return u
 }
 
 // put queues b; done (optional, buffered) gets the first write's result.
@@ -88,7 +111,7 @@ func (w *banWriter) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-w.wake:
-			if retry != nil {
+			if retry != nil && !w.takeUrgent() {
 				continue // backing off; the timer will flush
 			}
 		case <-retry:
@@ -119,7 +142,7 @@ func (w *banWriter) flush(ctx context.Context) bool {
 	var puts []*banOp
 	for p, op := range ops {
 		if failed != nil {
-			w.requeue(p, op, nil)
+			w.requeue(p, op, failed) // not tried: the store just failed
 			continue
 		}
 		if !op.del && !op.ban.Permanent && !op.ban.Expires.After(now) {
@@ -144,7 +167,7 @@ func (w *banWriter) flush(ctx context.Context) bool {
 		failed = w.writeBatch(ctx, puts)
 	} else {
 		for _, op := range puts {
-			w.requeue(op.ban.Prefix, op, nil)
+			w.requeue(op.ban.Prefix, op, failed)
 		}
 	}
 	w.mu.Lock()
@@ -345,6 +368,7 @@ func (c *counterWorkers) one(ctx context.Context, op counterOp) {
 		if err := m.store.Reset(ctx, key); err != nil {
 			m.met.storeErrors.WithLabelValues("reset").Inc()
 		}
+		m.onReset(op.prefix)
 		return
 	}
 	n, err := m.store.Incr(ctx, key, window)
