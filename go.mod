@@ -15,5 +15,6 @@ require (
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
+	github.com/zaf/agi v0.0.0-20220109201550-cdecf9a1b285 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
