@@ -91,10 +91,12 @@ func scriptArgs(env map[string]string) ([]string, error) {
 func (s *AGIServer) session(ctx context.Context, conn net.Conn) {
 	start := s.deps.Now()
 	s.m.active.Inc()
+	s.live.Add(1)
 	status := "hangup"
 	defer func() {
 		conn.Close()
 		s.m.active.Dec()
+		s.live.Add(-1)
 		s.m.sessions.WithLabelValues(status).Inc()
 		s.m.seconds.Observe(s.deps.Now().Sub(start).Seconds())
 	}()
