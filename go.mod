@@ -13,6 +13,7 @@ require (
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/vishvananda/netlink v1.3.1
 	github.com/vishvananda/netns v0.0.5
+	github.com/zaf/agi v0.0.0-20220109201550-cdecf9a1b285
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/sys v0.50.0
 	gopkg.in/yaml.v3 v3.0.1
