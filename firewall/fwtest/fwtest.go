@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +30,7 @@ func Run(t *testing.T, newFW New) {
 	t.Run("AddListDelete", func(t *testing.T) { AddListDelete(t, newFW(t, netnstest.New(t))) })
 	t.Run("TimeoutsAndRefresh", func(t *testing.T) { TimeoutsAndRefresh(t, newFW(t, netnstest.New(t))) })
 	t.Run("BigBatchRefresh", func(t *testing.T) { BigBatchRefresh(t, newFW(t, netnstest.New(t))) })
+	t.Run("Concurrent", func(t *testing.T) { Concurrent(t, newFW(t, netnstest.New(t))) })
 	t.Run("Traffic", func(t *testing.T) { testTraffic(t, newFW) })
 }
 
@@ -174,6 +176,48 @@ func BigBatchRefresh(t *testing.T, f firewall.Firewall) {
 	}
 	if m := List(t, f); len(m) != 0 {
 		t.Fatalf("after Delete: %d entries", len(m))
+	}
+}
+
+// Concurrent runs Adds, Lists, Checks and Deletes from several goroutines.
+func Concurrent(t *testing.T, f firewall.Firewall) {
+	ctx := context.Background()
+	es := Entries(400, time.Hour)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for g := range 4 {
+		wg.Go(func() {
+			for i := g; i < len(es); i += 4 {
+				if err := f.Add(ctx, es[i:i+1]); err != nil {
+					errs <- err
+					return
+				}
+				if i%40 == g {
+					if _, err := f.List(ctx); err != nil {
+						errs <- err
+						return
+					}
+					if err := f.Check(ctx); err != nil {
+						errs <- err
+						return
+					}
+				}
+				if i%2 == 1 {
+					if err := f.Delete(ctx, []netip.Prefix{es[i].Prefix}); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if m := List(t, f); len(m) != 200 {
+		t.Fatalf("List: %d entries, want 200", len(m))
 	}
 }
 
