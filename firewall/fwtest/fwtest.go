@@ -66,6 +66,7 @@ func AddListDelete(t *testing.T, f firewall.Firewall) {
 		{Prefix: P("2001:db8:5::7/128")},
 		{Prefix: P("203.0.113.0/24")},
 		{Prefix: P("198.51.100.7/32"), Timeout: time.Minute}, // duplicate: the longest ban wins
+		{Prefix: P("198.51.100.50/32"), Timeout: 10 * 365 * 24 * time.Hour},
 	})
 	if err != nil {
 		t.Fatalf("Add: %v", err)
@@ -77,6 +78,8 @@ func AddListDelete(t *testing.T, f firewall.Firewall) {
 		"2001:db8:1:2::/64": func(d time.Duration) bool { return d > 50*time.Second && d <= time.Minute },
 		"2001:db8:5::7/128": func(d time.Duration) bool { return d == 0 },
 		"203.0.113.0/24":    func(d time.Duration) bool { return d == 0 },
+		// ipset caps timeouts at 2,147,483 s (24.8 days).
+		"198.51.100.50/32": func(d time.Duration) bool { return d > 24*24*time.Hour },
 	}
 	if len(m) != len(want) {
 		t.Fatalf("List = %v, want %d entries", m, len(want))
@@ -87,7 +90,7 @@ func AddListDelete(t *testing.T, f firewall.Firewall) {
 		}
 	}
 	// Present and absent entries, of lengths in use and not.
-	err = f.Delete(ctx, []netip.Prefix{P("198.51.100.7/32"), P("198.51.100.99/32"),
+	err = f.Delete(ctx, []netip.Prefix{P("198.51.100.7/32"), P("198.51.100.99/32"), P("198.51.100.50/32"),
 		P("2001:db8:1:2::/64"), P("2001:db8::/48"), P("203.0.113.0/24"), P("2001:db8:5::7/128")})
 	if err != nil {
 		t.Fatalf("Delete: %v", err)
