@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/CyCoreSystems/ari/v6 v6.0.0-20251024161400-681c62bc07e7
 	github.com/gorilla/websocket v1.5.3
+	github.com/zaf/agi v0.0.0-20220109201550-cdecf9a1b285
 )
 
 require (
