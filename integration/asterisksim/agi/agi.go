@@ -9,6 +9,7 @@ package agi
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -50,7 +51,8 @@ type Var struct{ Name, Value string }
 
 // Result is what the dialplan sees after AGI() returns.
 type Result struct {
-	// Status is AGISTATUS: SUCCESS, FAILURE or HANGUP.
+	// Status is AGISTATUS: SUCCESS, FAILURE or HANGUP (NOTFOUND for a
+	// local script path, which the simulator cannot run).
 	Status string
 	// Vars holds every channel variable afterwards (AGISTATUS included).
 	Vars map[string]string
@@ -110,6 +112,11 @@ func Dial(ctx context.Context, rawURL string, ch Channel, args []string, opts ..
 	}
 	target, err := ParseURL(rawURL)
 	if err != nil {
+		if !strings.Contains(rawURL, "://") {
+			// A local script: Asterisk stats the file and, the simulator
+			// having none, sets AGISTATUS=NOTFOUND.
+			return failedWith(ch, "NOTFOUND"), err
+		}
 		return failed(ch), err
 	}
 	return run(ctx, target, ch.withDefaults(), args, cfg)
@@ -123,11 +130,13 @@ func DialApp(ctx context.Context, appData string, ch Channel, opts ...Option) (*
 	return Dial(ctx, rawURL, ch, args, opts...)
 }
 
-func failed(ch Channel) *Result {
+func failed(ch Channel) *Result { return failedWith(ch, "FAILURE") }
+
+func failedWith(ch Channel, status string) *Result {
 	vars := map[string]string{}
 	for k, v := range ch.Vars {
 		vars[k] = v
 	}
-	vars["AGISTATUS"] = "FAILURE"
-	return &Result{Status: "FAILURE", Vars: vars}
+	vars["AGISTATUS"] = status
+	return &Result{Status: status, Vars: vars}
 }

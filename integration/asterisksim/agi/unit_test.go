@@ -149,6 +149,9 @@ func TestFailureAndUnreachable(t *testing.T) {
 	if _, err := DialApp(context.Background(), "", Channel{}); err == nil {
 		t.Fatal("empty AGI() argument accepted")
 	}
+	if res, err := DialApp(context.Background(), "/var/lib/asterisk/agi-bin/x.agi,1", Channel{}); err == nil || res.Status != "NOTFOUND" {
+		t.Fatalf("local script: %+v %v", res, err)
+	}
 }
 
 // TestSeedFormEnvironment: the seed's form sends no agi_network_script and

@@ -351,3 +351,14 @@ func TestOneSocketTwoApps(t *testing.T) {
 		}
 	}
 }
+
+func TestCloseDropsWebsockets(t *testing.T) {
+	s := newTestServer(t)
+	ws := s.dial(t, "app=a&subscribeAll=true")
+	s.h.Close()
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := ws.ReadMessage(); err == nil {
+		t.Fatal("websocket still open after Close")
+	}
+	waitFor(t, "backend unsubscribed", func() bool { return s.fake.subscribers() == 0 })
+}
