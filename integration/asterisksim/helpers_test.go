@@ -160,6 +160,7 @@ var (
 	reOpaque  = regexp.MustCompile(`opaque="[0-9a-f]{16}"`)
 	reBranch  = regexp.MustCompile(`z9hG4bK[0-9a-f]+`)
 	reTag     = regexp.MustCompile(`tag=[0-9a-f]{8}\b`)
+	reCnonce  = regexp.MustCompile(`cnonce="[0-9a-f]{8}"`)
 	rePortA   = regexp.MustCompile(`(IPV[46]/(?:UDP|TCP)/127\.0\.0\.1/)(\d+)`)
 	rePortB   = regexp.MustCompile(`(127\.0\.0\.1:)(\d+)`)
 	rePortC   = regexp.MustCompile(`(rport=|ViaPort: )(\d+)`)
@@ -195,6 +196,7 @@ func (n *normaliser) norm(s string) string {
 	s = reOpaque.ReplaceAllStringFunc(s, func(v string) string { return n.token("OPAQUE", v) })
 	s = reBranch.ReplaceAllStringFunc(s, func(v string) string { return n.token("BRANCH", v) })
 	s = reTag.ReplaceAllStringFunc(s, func(v string) string { return n.token("TAG", v) })
+	s = reCnonce.ReplaceAllStringFunc(s, func(v string) string { return n.token("CNONCE", v) })
 	s = reHash.ReplaceAllStringFunc(s, func(v string) string { return n.token("HASH", v) })
 	port := func(re *regexp.Regexp) {
 		s = re.ReplaceAllStringFunc(s, func(v string) string {

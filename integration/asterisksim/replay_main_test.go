@@ -113,11 +113,13 @@ func TestReplayPhase1AMI(t *testing.T) {
 	// SIP responses, in order, against sip-register-raw.txt PHASE1.
 	sip := readTranscript(t, "sip-register-raw.txt")
 	phase1 := sip[:strings.Index(sip, "########## PHASE2")]
-	var wantResp []string
+	var wantResp, wantReq []string
 	for _, chunk := range strings.Split(phase1, "\n----- ")[1:] {
 		hdr, body, _ := strings.Cut(chunk, "-----\n")
 		if strings.Contains(hdr, " <- ") {
 			wantResp = append(wantResp, strings.TrimSuffix(body, "\n\n"))
+		} else {
+			wantReq = append(wantReq, strings.TrimSuffix(body, "\n\n"))
 		}
 	}
 	if len(trace) != len(wantResp) {
@@ -125,6 +127,10 @@ func TestReplayPhase1AMI(t *testing.T) {
 	}
 	nw, ng := newNormaliser(), newNormaliser()
 	for i := range trace {
+		// The phone (sipua) must send what the capture's probe sent, too.
+		if d := diff(nw.norm(wantReq[i]), ng.norm(string(trace[i].Request))); d != "" {
+			t.Errorf("SIP request %d differs at %s", i+1, d)
+		}
 		w, g := nw.norm(wantResp[i]), ng.norm(string(trace[i].Response))
 		if d := diff(w, g); d != "" {
 			t.Errorf("SIP response %d differs at %s", i+1, d)
