@@ -64,7 +64,7 @@ func TestARIThroughSim(t *testing.T) {
 			t.Fatalf("websocket: %v (seen %v)", err, seen)
 		}
 		var ev struct {
-			Type        string `json:"type"`
+			Type        string                       `json:"type"`
 			DeviceState struct{ Name, State string } `json:"device_state"`
 		}
 		_ = json.Unmarshal(msg, &ev)
