@@ -153,7 +153,7 @@ func TestMalformedSIP(t *testing.T) {
 	}
 	defer c.Close()
 	read := func() string {
-		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_ = c.SetReadDeadline(time.Now().Add(150 * time.Millisecond))
 		b := make([]byte, 4096)
 		n, err := c.Read(b)
 		if err != nil {

@@ -28,7 +28,7 @@ func readTranscript(t *testing.T, rel string) string {
 }
 
 // testConfig is the captured instance "aim-a" on ephemeral loopback ports.
-func testConfig(t *testing.T) Config {
+func testConfig(t testing.TB) Config {
 	return Config{
 		SystemName: "aim-a", EntityID: "02:00:00:00:00:0a",
 		AMIAddr: "127.0.0.1:0", SIPAddr: "127.0.0.1:0",
@@ -55,7 +55,7 @@ func startSim(t *testing.T, cfg Config) *Sim {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
@@ -74,7 +74,7 @@ type rawAMI struct {
 	done chan struct{}
 }
 
-func dialAMI(t *testing.T, addr string) *rawAMI {
+func dialAMI(t testing.TB, addr string) *rawAMI {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -99,7 +99,7 @@ func dialAMI(t *testing.T, addr string) *rawAMI {
 	return a
 }
 
-func (a *rawAMI) send(t *testing.T, s string) {
+func (a *rawAMI) send(t testing.TB, s string) {
 	t.Helper()
 	if _, err := a.conn.Write([]byte(s)); err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func (a *rawAMI) text() string {
 	return a.buf.String()
 }
 
-func (a *rawAMI) waitContains(t *testing.T, sub string, n int) {
+func (a *rawAMI) waitContains(t testing.TB, sub string, n int) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("%d× %q on AMI", n, sub), func() bool { return strings.Count(a.text(), sub) >= n })
 }
@@ -160,6 +160,7 @@ var (
 	reOpaque  = regexp.MustCompile(`opaque="[0-9a-f]{16}"`)
 	reBranch  = regexp.MustCompile(`z9hG4bK[0-9a-f]+`)
 	reTag     = regexp.MustCompile(`tag=[0-9a-f]{8}\b`)
+	reCnonce  = regexp.MustCompile(`cnonce="[0-9a-f]{8}"`)
 	rePortA   = regexp.MustCompile(`(IPV[46]/(?:UDP|TCP)/127\.0\.0\.1/)(\d+)`)
 	rePortB   = regexp.MustCompile(`(127\.0\.0\.1:)(\d+)`)
 	rePortC   = regexp.MustCompile(`(rport=|ViaPort: )(\d+)`)
@@ -195,6 +196,7 @@ func (n *normaliser) norm(s string) string {
 	s = reOpaque.ReplaceAllStringFunc(s, func(v string) string { return n.token("OPAQUE", v) })
 	s = reBranch.ReplaceAllStringFunc(s, func(v string) string { return n.token("BRANCH", v) })
 	s = reTag.ReplaceAllStringFunc(s, func(v string) string { return n.token("TAG", v) })
+	s = reCnonce.ReplaceAllStringFunc(s, func(v string) string { return n.token("CNONCE", v) })
 	s = reHash.ReplaceAllStringFunc(s, func(v string) string { return n.token("HASH", v) })
 	port := func(re *regexp.Regexp) {
 		s = re.ReplaceAllStringFunc(s, func(v string) string {

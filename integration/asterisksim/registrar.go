@@ -371,29 +371,49 @@ func (s *sipServer) register(req *request, endpoint string) {
 			hdrExpires = n
 		}
 	}
-	contacts := m.all("Contact")
+	if resp := s.applyContacts(req, aor, hdrExpires); resp != nil {
+		req.send(resp)
+		return
+	}
+	s.c.mu.Lock()
 	now := s.c.now()
-	cfg := s.c.cfg
+	extra := []sipHeader{{"Date", now.UTC().Format(http.TimeFormat)}}
+	if ct := s.c.contacts[aor]; ct != nil {
+		// Asterisk counts down from the stored expiration time, so a fresh
+		// 300 s registration already shows 299.
+		left := int((ct.Expires.Sub(now) - time.Millisecond) / time.Second)
+		extra = append(extra, sipHeader{"Contact", "<" + ct.URI + ">;expires=" + itoa(max(left, 0))})
+	}
+	s.c.mu.Unlock()
+	exp := hdrExpires
+	if exp < 0 {
+		exp = s.c.cfg.DefaultExpires
+	}
+	exp = min(exp, s.c.cfg.MaxExpires)
+	extra = append(extra, sipHeader{"Expires", itoa(exp)})
+	req.send(s.response(req, 200, "OK", extra))
+}
 
+// applyContacts updates the AOR from the request's Contact headers; a
+// non-nil result is the error response to send instead of 200.
+func (s *sipServer) applyContacts(req *request, aor string, hdrExpires int) []byte {
+	m := req.m
+	cfg := s.c.cfg
+	contacts := m.all("Contact")
 	s.c.mu.Lock()
 	defer s.c.mu.Unlock()
+	now := s.c.now()
 	if len(contacts) == 1 && contacts[0] == "*" {
 		if hdrExpires != 0 {
-			s.c.mu.Unlock()
-			req.send(s.response(req, 400, "Bad Request", nil))
-			s.c.mu.Lock()
-			return
+			return s.response(req, 400, "Bad Request", nil)
 		}
 		s.c.removeContactLocked(aor)
+		return nil
 	}
 	for _, cv := range contacts {
-		if cv == "*" {
-			continue
-		}
 		na, err := parseNameAddr(cv)
-		if err != nil || na.uri == "" {
-			req.send(s.response(req, 400, "Bad Request", nil))
-			return
+		if err != nil || na.uri == "" || cv == "*" {
+			return s.response(req, 400, "Bad Request", nil)
 		}
 		exp := hdrExpires
 		if e, ok := na.param("expires"); ok {
@@ -404,9 +424,7 @@ func (s *sipServer) register(req *request, endpoint string) {
 		if exp < 0 {
 			exp = cfg.DefaultExpires
 		}
-		if exp > cfg.MaxExpires {
-			exp = cfg.MaxExpires
-		}
+		exp = min(exp, cfg.MaxExpires)
 		existing := s.c.contacts[aor]
 		if exp == 0 {
 			if existing != nil && existing.URI == na.uri {
@@ -415,8 +433,7 @@ func (s *sipServer) register(req *request, endpoint string) {
 			continue
 		}
 		if exp < cfg.MinExpires {
-			req.send(s.response(req, 423, "Interval Too Brief", []sipHeader{{"Min-Expires", itoa(cfg.MinExpires)}}))
-			return
+			return s.response(req, 423, "Interval Too Brief", []sipHeader{{"Min-Expires", itoa(cfg.MinExpires)}})
 		}
 		v, _ := parseVia(m.all("Via")[0])
 		ct := &contact{AOR: aor, URI: na.uri, CallID: req.callID, ViaAddr: v.host, ViaPort: v.port,
@@ -429,8 +446,7 @@ func (s *sipServer) register(req *request, endpoint string) {
 			s.c.contacts[aor] = ct // a refresh raises no event
 		case existing != nil && !cfg.RemoveExisting:
 			s.c.log.Info("asterisksim: registration would exceed max contacts", "aor", aor, "max_contacts", 1)
-			req.send(s.response(req, 403, "Forbidden", nil))
-			return
+			return s.response(req, 403, "Forbidden", nil)
 		case existing != nil:
 			s.c.removeContactLocked(aor)
 			s.c.addContactLocked(ct)
@@ -438,18 +454,5 @@ func (s *sipServer) register(req *request, endpoint string) {
 			s.c.addContactLocked(ct)
 		}
 	}
-	extra := []sipHeader{{"Date", now.UTC().Format(http.TimeFormat)}}
-	if ct := s.c.contacts[aor]; ct != nil {
-		left := int(ct.Expires.Sub(s.c.now()) / time.Second)
-		if left >= int(ct.Expires.Sub(now)/time.Second) {
-			left-- // Asterisk counts down from the stored expiration time
-		}
-		extra = append(extra, sipHeader{"Contact", "<" + ct.URI + ">;expires=" + itoa(left)})
-	}
-	exp := hdrExpires
-	if exp < 0 {
-		exp = cfg.DefaultExpires
-	}
-	extra = append(extra, sipHeader{"Expires", itoa(exp)})
-	req.send(s.response(req, 200, "OK", extra))
+	return nil
 }

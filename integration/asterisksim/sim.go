@@ -36,8 +36,9 @@ type Sim struct {
 	// bound addresses, kept so a restart comes back on the same ports
 	amiAddr, sipAddr, httpAddr, ctlAddr string
 
-	// httpHandler serves HTTPAddr (ARI); nil leaves HTTPAddr unserved.
-	httpHandler http.Handler
+	// newHTTPHandler builds the ARI server for HTTPAddr at every start (a
+	// restart forgets Stasis applications); nil leaves HTTPAddr unserved.
+	newHTTPHandler func() http.Handler
 	// agiDial starts a FastAGI session for the control surface; nil = unsupported.
 	agiDial func(ctx context.Context, req AGIRequest) (AGIResult, error)
 }
@@ -138,13 +139,13 @@ func (s *Sim) startLocked(ctx context.Context) (err error) {
 		go s.sip.serveUDP()
 		go s.sip.serveTCP(rctx)
 	}
-	if s.httpAddr != "" && s.httpHandler != nil {
+	if s.httpAddr != "" && s.newHTTPHandler != nil {
 		ln, err := net.Listen("tcp", s.httpAddr)
 		if err != nil {
 			return fmt.Errorf("asterisksim: HTTP listen: %w", err)
 		}
 		s.httpAddr = ln.Addr().String()
-		s.httpSrv = &http.Server{Handler: s.httpHandler, ReadHeaderTimeout: 10 * time.Second}
+		s.httpSrv = &http.Server{Handler: s.newHTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
 		srv := s.httpSrv
 		go func() { _ = srv.Serve(trackingListener{ln, s.conns}) }()
 	}
@@ -247,7 +248,7 @@ func (s *Sim) SIPAddr() string { s.mu.Lock(); defer s.mu.Unlock(); return s.sipA
 func (s *Sim) HTTPAddr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.httpHandler == nil {
+	if s.newHTTPHandler == nil {
 		return ""
 	}
 	return s.httpAddr
