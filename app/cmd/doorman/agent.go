@@ -266,4 +266,3 @@ func newLogger(w io.Writer, level string, json bool) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
-
