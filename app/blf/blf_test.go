@@ -18,14 +18,15 @@ import (
 
 // node is one simulated server: its Asterisk (fake ARI and AMI) and its monitor.
 type node struct {
-	name   string
-	ari    *aritest.Fake   // nil when the node runs over HTTP
-	srv    *aritest.Server // the HTTP ARI, if any
-	client ari.Client
-	ami    *fakeAMI
-	mon    *Monitor
-	cancel context.CancelFunc
-	done   chan error
+	name     string
+	ari      *aritest.Fake   // nil when the node runs over HTTP
+	srv      *aritest.Server // the HTTP ARI, if any
+	asterisk asterisk        // another Asterisk (the simulator's ARI), if any
+	client   ari.Client
+	ami      *fakeAMI
+	mon      *Monitor
+	cancel   context.CancelFunc
+	done     chan error
 }
 
 func testConfig() Config {
