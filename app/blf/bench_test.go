@@ -15,10 +15,10 @@ import (
 // hopLog collects the trace of every monitor of a benchmark.
 type hopLog struct {
 	mu   sync.Mutex
-	hops []Hop
+	hops []hop
 }
 
-func (h *hopLog) add(x Hop) {
+func (h *hopLog) add(x hop) {
 	h.mu.Lock()
 	h.hops = append(h.hops, x)
 	h.mu.Unlock()
@@ -155,7 +155,7 @@ func report(b *testing.B, log *hopLog, since time.Time) {
 	published := map[int64]time.Time{} // src -> publish done
 	feed := map[key]time.Time{}
 	var e2e, pub, deliver, put []time.Duration
-	var hops []Hop
+	var hops []hop
 	for _, h := range log.hops {
 		if !h.Src.Before(since) {
 			hops = append(hops, h)

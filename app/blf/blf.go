@@ -58,12 +58,12 @@ type Monitor struct {
 	rewrite chan struct{} // publisher -> fan-out: ARI (re)connected, rewrite all
 
 	// trace, if set (tests, benchmarks), sees every hop of a change.
-	trace func(Hop)
+	trace func(hop)
 }
 
-// Hop is one stage of a change's way through the cluster; Src (the time
+// hop is one stage of a change's way through the cluster; Src (the time
 // the origin server read the ARI event) identifies the change.
-type Hop struct {
+type hop struct {
 	Server string // where the hop happened
 	Stage  string // "published", "feed", "written"
 	Name   string // device (published) or Stasis: name (feed, written)
@@ -197,7 +197,7 @@ func (m *Monitor) fail(cause, key string, err error, attrs ...any) {
 	}
 }
 
-func (m *Monitor) emit(h Hop) {
+func (m *Monitor) emit(h hop) {
 	if m.trace != nil {
 		m.trace(h)
 	}

@@ -135,7 +135,7 @@ func (m *Monitor) apply(ctx context.Context, f *fan, ev state.DeviceEvent, at ti
 			}
 		}
 	}
-	m.emit(Hop{Server: m.server, Stage: "feed", Name: name, State: ds.State, Src: ds.Updated, At: at})
+	m.emit(hop{Server: m.server, Stage: "feed", Name: name, State: ds.State, Src: ds.Updated, At: at})
 	m.recompute(f, name, want{src: ds.Updated, feed: at})
 }
 

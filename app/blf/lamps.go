@@ -80,6 +80,15 @@ func HintLine(l Lamp) string {
 	return "exten => " + l.Extension + ",hint," + strings.Join(append(slices.Clone(l.Devices), l.Stasis), "&")
 }
 
+// Hints returns one hint line per lamp.
+func Hints(lamps []Lamp) []string {
+	out := make([]string, len(lamps))
+	for i, l := range lamps {
+		out[i] = HintLine(l)
+	}
+	return out
+}
+
 // WriteHints writes one hint line per lamp (`doorman lamps hints`).
 func WriteHints(w io.Writer, lamps []Lamp) error {
 	for _, l := range lamps {

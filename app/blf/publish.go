@@ -90,7 +90,7 @@ func (m *Monitor) publishEvent(ctx context.Context, ev ari.DeviceStateEvent, pub
 	}
 	published[ev.Device] = ev.State
 	m.met.published.Inc()
-	m.emit(Hop{Server: m.server, Stage: "published", Name: ev.Device, State: ev.State, Src: src, At: time.Now()})
+	m.emit(hop{Server: m.server, Stage: "published", Name: ev.Device, State: ev.State, Src: src, At: time.Now()})
 	return true
 }
 

@@ -155,7 +155,7 @@ func (w *writer) work(ctx context.Context, i int) {
 		if !d.src.IsZero() {
 			w.m.met.latency.Observe(done.Sub(d.src).Seconds())
 		}
-		w.m.emit(Hop{Server: w.m.server, Stage: "written", Name: name, State: d.state, Src: d.src, At: done})
+		w.m.emit(hop{Server: w.m.server, Stage: "written", Name: name, State: d.state, Src: d.src, At: done})
 	}
 }
 
