@@ -2,6 +2,7 @@ package blf
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -404,4 +405,22 @@ func TestServerBackAfterLapseCountsAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStasis(t, b, "Stasis:1001", InUse)
+}
+
+// TestBurstKeepsTheLastStatePerDevice: a burst (published in parallel
+// batches) ends with every device's last state on the other server.
+func TestBurstKeepsTheLastStatePerDevice(t *testing.T) {
+	forStores(t, func(t *testing.T, open func() Store) {
+		_, n := clusterOn(t, open, "a", "b")
+		a, b := n["a"], n["b"]
+		cycle := []string{Ringing, InUse, OnHold, Busy, NotInUse, Unavailable}
+		for round := range 5 {
+			for d := range 200 {
+				a.ari.Emit(fmt.Sprintf("PJSIP/%d", 3000+d), cycle[(round+d)%len(cycle)])
+			}
+		}
+		for d := range 200 {
+			waitStasis(t, b, fmt.Sprintf("Stasis:%d", 3000+d), cycle[(4+d)%len(cycle)])
+		}
+	})
 }

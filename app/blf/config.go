@@ -23,8 +23,10 @@ type Config struct {
 	Stasis string `yaml:"stasis"`
 	// Extension names the dialplan extension for `doorman lamps hints`.
 	Extension string `yaml:"extension"`
-	// Workers write Stasis: states in parallel; one name always goes to the
-	// same worker, so writes to one name stay in order.
+	// Workers write Stasis: states in parallel (one name always goes to the
+	// same worker, so writes to one name stay in order), and publish bursts
+	// of local changes to the store in parallel (one device at most once
+	// per burst).
 	Workers int `yaml:"workers"`
 	// HeartbeatInterval: how often this server says it is alive, and how
 	// often the live servers are re-read.

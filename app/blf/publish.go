@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asterisksupport/doorman/app/ami"
@@ -39,7 +41,8 @@ func (m *Monitor) publish(ctx context.Context, amiSig <-chan struct{}) {
 				events = nil // client closed; keep serving snapshots until ctx ends
 				continue
 			}
-			if !m.publishEvent(ctx, ev, published) {
+			batch := m.collect(ev, events, published)
+			if !m.publishBatch(ctx, batch, published) {
 				snapshotDue = true // the store missed a change: replace all later
 			}
 		case <-m.ari.Connected():
@@ -58,40 +61,122 @@ func (m *Monitor) publish(ctx context.Context, amiSig <-chan struct{}) {
 	}
 }
 
-// publishEvent stores one event; false means the store call failed.
-func (m *Monitor) publishEvent(ctx context.Context, ev ari.DeviceStateEvent, published map[string]string) bool {
+// change is one device state to publish.
+type change struct {
+	device, state string
+	src           time.Time
+}
+
+// maxBatch bounds how many queued events one round publishes.
+const maxBatch = 1024
+
+// collect takes first and whatever else is already queued (a burst), drops
+// what must not be published, and keeps only the latest state per device,
+// in order of first appearance.
+func (m *Monitor) collect(first ari.DeviceStateEvent, events <-chan ari.DeviceStateEvent, published map[string]string) []change {
+	var batch []change
+	at := map[string]int{}
+	add := func(ev ari.DeviceStateEvent) {
+		c, ok := m.accept(ev)
+		if !ok {
+			return
+		}
+		if i, dup := at[c.device]; dup {
+			batch[i] = c
+			return
+		}
+		at[c.device] = len(batch)
+		batch = append(batch, c)
+	}
+	add(first)
+	for range maxBatch - 1 {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return m.unpublished(batch, published)
+			}
+			add(ev)
+		default:
+			return m.unpublished(batch, published)
+		}
+	}
+	return m.unpublished(batch, published)
+}
+
+// unpublished drops changes the store already has.
+func (m *Monitor) unpublished(batch []change, published map[string]string) []change {
+	out := batch[:0]
+	for _, c := range batch {
+		if published[c.device] != c.state {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// accept filters one event: Stasis: echoes, unmappable devices and unknown
+// states are not published.
+func (m *Monitor) accept(ev ari.DeviceStateEvent) (change, bool) {
 	if strings.HasPrefix(ev.Device, ari.StasisPrefix) {
-		return true // our own writes echoing back (or another app's): never republish
+		return change{}, false // our own writes echoing back (or another app's): never republish
 	}
 	if _, _, ok := m.mapping.Map(ev.Device); !ok {
 		m.fail(causeUnmapped, ev.Device, fmt.Errorf("blf: device %q does not match devices %q", ev.Device, m.cfg.Devices))
-		return true
+		return change{}, false
 	}
 	if !KnownState(ev.State) {
 		m.fail(causeUnknownState, ev.Device+" "+ev.State, fmt.Errorf("blf: device %q: unknown state %q", ev.Device, ev.State))
-		return true
-	}
-	if published[ev.Device] == ev.State {
-		return true
+		return change{}, false
 	}
 	src := ev.Received
 	if src.IsZero() {
 		src = time.Now()
 	}
-	cctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
-	err := m.store.PutDeviceState(cctx, state.DeviceState{Server: m.server, Device: ev.Device, State: ev.State, Updated: src})
-	cancel()
-	if err != nil {
-		if ctx.Err() == nil {
-			m.fail(causeStorePut, "", err, "device", ev.Device)
-		}
-		delete(published, ev.Device)
-		return false
+	return change{device: ev.Device, state: ev.State, src: src}, true
+}
+
+// publishBatch stores the changes, up to Workers at a time (each device at
+// most once per batch, so order per device holds); false means a store
+// call failed.
+func (m *Monitor) publishBatch(ctx context.Context, batch []change, published map[string]string) bool {
+	errs := make([]error, len(batch))
+	done := make([]time.Time, len(batch))
+	put := func(i int) {
+		c := batch[i]
+		cctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
+		errs[i] = m.store.PutDeviceState(cctx, state.DeviceState{Server: m.server, Device: c.device, State: c.state, Updated: c.src})
+		cancel()
+		done[i] = time.Now()
 	}
-	published[ev.Device] = ev.State
-	m.met.published.Inc()
-	m.emit(hop{Server: m.server, Stage: "published", Name: ev.Device, State: ev.State, Src: src, At: time.Now()})
-	return true
+	if len(batch) == 1 {
+		put(0)
+	} else {
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		for range min(m.cfg.Workers, len(batch)) {
+			wg.Go(func() {
+				for i := int(next.Add(1) - 1); i < len(batch); i = int(next.Add(1) - 1) {
+					put(i)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	ok := true
+	for i, c := range batch {
+		if err := errs[i]; err != nil {
+			if ctx.Err() == nil {
+				m.fail(causeStorePut, "", err, "device", c.device)
+			}
+			delete(published, c.device)
+			ok = false
+			continue
+		}
+		published[c.device] = c.state
+		m.met.published.Inc()
+		m.emit(hop{Server: m.server, Stage: "published", Name: c.device, State: c.state, Src: c.src, At: done[i]})
+	}
+	return ok
 }
 
 // snapshot replaces this server's device states in the store with AMI
