@@ -49,6 +49,7 @@ type amiSession struct {
 	id     string // "0x7f..." like the mansession_session pointer
 	local  string
 	remote string
+	tid    int // thread id shown in NOTICE lines
 
 	wmu sync.Mutex // held while an action runs and while events are written
 
@@ -67,7 +68,7 @@ type amiSession struct {
 
 func newAMISession(c *core, conn net.Conn) *amiSession {
 	return &amiSession{
-		c: c, conn: conn,
+		c: c, conn: conn, tid: 11300 + rand.IntN(100),
 		id:     fmt.Sprintf("0x7f%08x%02x0", rand.Uint32(), rand.IntN(256)),
 		local:  addrForm("TCP", conn.LocalAddr()),
 		remote: addrForm("TCP", conn.RemoteAddr()),
@@ -351,6 +352,11 @@ func (s *amiSession) login(m *amiMessage) bool {
 	}
 	if !ok {
 		s.c.log.Info("asterisksim: AMI login failed", "remote", s.conn.RemoteAddr().String(), "user", user)
+		ip, _ := hostPort(s.conn.RemoteAddr())
+		if !known {
+			s.c.emitNotice(s.tid, "manager.c", fmt.Sprintf("%s tried to authenticate with nonexistent user '%s'", ip, user))
+		}
+		s.c.emitNotice(s.tid, "manager.c", fmt.Sprintf("%s failed to authenticate as '%s'", ip, user))
 		if d := s.c.cfg.AuthFailDelay; d > 0 {
 			time.Sleep(d)
 		}

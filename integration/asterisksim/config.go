@@ -30,6 +30,7 @@ type Config struct {
 	Context  string            // dialplan context of the hints, default "default"
 
 	SecurityLogPath string // the logger.conf "security => security" file; "" disables it
+	MessagesLogPath string // the "messages" log (only the NOTICE lines of failed logins); "" disables it
 	StateDir        string // where Stasis: device states persist (like astdb); "" keeps them in memory only
 
 	// AuthFailDelay is how long a failed AMI login waits before its reply

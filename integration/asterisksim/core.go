@@ -98,6 +98,13 @@ func (c *core) endpointNames() []string {
 // emit sends one event to every subscriber (AMI sessions, security log, ARI).
 func (c *core) emit(e event) { c.hub.emit(e) }
 
+// pjsipTID and amiTID are the thread ids shown in NOTICE lines.
+const pjsipTID = 11218
+
+func (c *core) emitNotice(tid int, source, text string) {
+	c.emit(event{notice: &notice{tid: tid, source: source, text: text}})
+}
+
 func (c *core) emitSec(s *secEvent) {
 	if s.time.IsZero() {
 		s.time = c.now()

@@ -279,7 +279,7 @@ func (s *sipServer) serveRequest(req *request) {
 	if !known {
 		// The artificial endpoint: a normal-looking challenge that never succeeds.
 		s.c.emitSec(s.secBase(req, "InvalidAccountID", "Error", user))
-		s.c.log.Info("asterisksim: SIP request failed", "method", m.method, "source", req.remote, "reason", "No matching endpoint found")
+		s.failNotice(req, from, "No matching endpoint found")
 		if !hasAuth {
 			ev := s.secBase(req, "ChallengeSent", "Informational", "<unknown>")
 			ev.extra = []kv{{"Challenge", ""}}
@@ -288,6 +288,7 @@ func (s *sipServer) serveRequest(req *request) {
 			ev := s.secBase(req, "ChallengeResponseFailed", "Error", "<unknown>")
 			ev.extra = []kv{{"Challenge", auth["nonce"]}, {"Response", auth["response"]}, {"ExpectedResponse", ""}}
 			s.c.emitSec(ev)
+			s.failNotice(req, from, "Failed to authenticate")
 		}
 		req.send(s.challenge(req, 401, false))
 		return
@@ -312,7 +313,7 @@ func (s *sipServer) serveRequest(req *request) {
 		ev := s.secBase(req, "ChallengeResponseFailed", "Error", user)
 		ev.extra = []kv{{"Challenge", auth["nonce"]}, {"Response", auth["response"]}, {"ExpectedResponse", ""}}
 		s.c.emitSec(ev)
-		s.c.log.Info("asterisksim: SIP request failed", "method", m.method, "source", req.remote, "reason", "Failed to authenticate")
+		s.failNotice(req, from, "Failed to authenticate")
 		req.send(s.challenge(req, 401, false))
 		return
 	}
@@ -327,6 +328,13 @@ func (s *sipServer) serveRequest(req *request) {
 	default:
 		req.send(s.response(req, 501, "Not Implemented", nil))
 	}
+}
+
+// failNotice logs pjsip_distributor.c's NOTICE for a failed request.
+func (s *sipServer) failNotice(req *request, from nameAddr, reason string) {
+	s.c.log.Info("asterisksim: SIP request failed", "method", req.m.method, "source", req.remote, "reason", reason)
+	s.c.emitNotice(pjsipTID, "res_pjsip/pjsip_distributor.c", fmt.Sprintf("Request '%s' from '<%s>' failed for '%s' (callid: %s) - %s",
+		req.m.method, from.uri, joinHostPort(req.srcIP, itoa(req.srcPort)), req.callID, reason))
 }
 
 // digestOK verifies an RFC 2617 MD5 digest (qop=auth or none).

@@ -31,6 +31,7 @@ type Sim struct {
 	httpSrv *http.Server
 	ctlSrv  *http.Server
 	logFile *os.File
+	msgFile *os.File
 	unsubs  []func()
 
 	// bound addresses, kept so a restart comes back on the same ports
@@ -116,6 +117,18 @@ func (s *Sim) startLocked(ctx context.Context) (err error) {
 			}
 		}))
 	}
+	if s.cfg.MessagesLogPath != "" {
+		f, err := os.OpenFile(s.cfg.MessagesLogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("asterisksim: messages log: %w", err)
+		}
+		s.msgFile = f
+		s.unsubs = append(s.unsubs, s.core.hub.subscribe(func(e event) {
+			if e.notice != nil {
+				_, _ = f.WriteString(e.notice.logLine(time.Now()))
+			}
+		}))
+	}
 	if s.amiAddr != "" {
 		ln, err := net.Listen("tcp", s.amiAddr)
 		if err != nil {
@@ -193,9 +206,11 @@ func (s *Sim) stopLocked() {
 		u()
 	}
 	s.unsubs = nil
-	if s.logFile != nil {
-		_ = s.logFile.Close()
-		s.logFile = nil
+	for _, f := range []**os.File{&s.logFile, &s.msgFile} {
+		if *f != nil {
+			_ = (*f).Close()
+			*f = nil
+		}
 	}
 	s.running = false
 }
