@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +30,7 @@ func Run(t *testing.T, newFW New) {
 	t.Run("AddListDelete", func(t *testing.T) { AddListDelete(t, newFW(t, netnstest.New(t))) })
 	t.Run("TimeoutsAndRefresh", func(t *testing.T) { TimeoutsAndRefresh(t, newFW(t, netnstest.New(t))) })
 	t.Run("BigBatchRefresh", func(t *testing.T) { BigBatchRefresh(t, newFW(t, netnstest.New(t))) })
+	t.Run("Concurrent", func(t *testing.T) { Concurrent(t, newFW(t, netnstest.New(t))) })
 	t.Run("Traffic", func(t *testing.T) { testTraffic(t, newFW) })
 }
 
@@ -64,6 +66,7 @@ func AddListDelete(t *testing.T, f firewall.Firewall) {
 		{Prefix: P("2001:db8:5::7/128")},
 		{Prefix: P("203.0.113.0/24")},
 		{Prefix: P("198.51.100.7/32"), Timeout: time.Minute}, // duplicate: the longest ban wins
+		{Prefix: P("198.51.100.50/32"), Timeout: 10 * 365 * 24 * time.Hour},
 	})
 	if err != nil {
 		t.Fatalf("Add: %v", err)
@@ -75,6 +78,8 @@ func AddListDelete(t *testing.T, f firewall.Firewall) {
 		"2001:db8:1:2::/64": func(d time.Duration) bool { return d > 50*time.Second && d <= time.Minute },
 		"2001:db8:5::7/128": func(d time.Duration) bool { return d == 0 },
 		"203.0.113.0/24":    func(d time.Duration) bool { return d == 0 },
+		// ipset caps timeouts at 2,147,483 s (24.8 days).
+		"198.51.100.50/32": func(d time.Duration) bool { return d > 24*24*time.Hour },
 	}
 	if len(m) != len(want) {
 		t.Fatalf("List = %v, want %d entries", m, len(want))
@@ -85,7 +90,7 @@ func AddListDelete(t *testing.T, f firewall.Firewall) {
 		}
 	}
 	// Present and absent entries, of lengths in use and not.
-	err = f.Delete(ctx, []netip.Prefix{P("198.51.100.7/32"), P("198.51.100.99/32"),
+	err = f.Delete(ctx, []netip.Prefix{P("198.51.100.7/32"), P("198.51.100.99/32"), P("198.51.100.50/32"),
 		P("2001:db8:1:2::/64"), P("2001:db8::/48"), P("203.0.113.0/24"), P("2001:db8:5::7/128")})
 	if err != nil {
 		t.Fatalf("Delete: %v", err)
@@ -174,6 +179,48 @@ func BigBatchRefresh(t *testing.T, f firewall.Firewall) {
 	}
 	if m := List(t, f); len(m) != 0 {
 		t.Fatalf("after Delete: %d entries", len(m))
+	}
+}
+
+// Concurrent runs Adds, Lists, Checks and Deletes from several goroutines.
+func Concurrent(t *testing.T, f firewall.Firewall) {
+	ctx := context.Background()
+	es := Entries(400, time.Hour)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for g := range 4 {
+		wg.Go(func() {
+			for i := g; i < len(es); i += 4 {
+				if err := f.Add(ctx, es[i:i+1]); err != nil {
+					errs <- err
+					return
+				}
+				if i%40 == g {
+					if _, err := f.List(ctx); err != nil {
+						errs <- err
+						return
+					}
+					if err := f.Check(ctx); err != nil {
+						errs <- err
+						return
+					}
+				}
+				if i%2 == 1 {
+					if err := f.Delete(ctx, []netip.Prefix{es[i].Prefix}); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if m := List(t, f); len(m) != 200 {
+		t.Fatalf("List: %d entries, want 200", len(m))
 	}
 }
 

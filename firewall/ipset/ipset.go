@@ -19,11 +19,14 @@
 // github.com/vishvananda/netlink (v1.3.1) does everything that needs a reply
 // or a namespace: creating the sets idempotently with maxelem (nadoo has no
 // maxelem, and the kernel default of 65,536 entries is too small), listing
-// with per-entry time left and testing (nadoo has neither), destroying, and
-// the adds and deletes themselves in batches: one IPSET_ATTR_ADT message
-// carries up to Config.BatchSize entries (as `ipset restore` does) and the
-// kernel's answer is read, so a missing set or a full set is an error, not
-// silence. Handles are opened in Config.NetNS (netlink.NewHandleAt).
+// with per-entry time left and testing (nadoo has neither), destroying.
+// Its nl package also carries what its ipset API lacks: header-only queries
+// (IPSET_CMD_HEADER, so Check costs the same for a full set as for an empty
+// one) and batched adds and deletes, one IPSET_ATTR_ADT message with up to
+// Config.BatchSize entries as `ipset restore` sends them (IpsetAdd sends one
+// entry per request). The kernel's answers are read, so a missing or full
+// set is an error, not silence. Sockets are opened in Config.NetNS
+// (netlink.NewHandleAt, nl.GetNetlinkSocketAt).
 //
 // github.com/nadoo/ipset (v0.5.0) has one package-global socket, bound to the
 // namespace where ipset.Init ran, and never reads the kernel's replies. A
@@ -32,7 +35,10 @@
 // one case: an agent in its own (current) namespace that wants the cheapest
 // possible write path. Config.Nadoo selects it there (NetNS must be "");
 // each batch is then followed by one netlink test of its last entry, so a
-// missing set still surfaces as an error.
+// missing set still surfaces as an error. It is not the default: measured on
+// this project's test machine, restoring 100,000 bans through nadoo (one
+// syscall per entry) took about twice as long as the batched netlink path,
+// and a single add cost the same (about 0.07-0.08 ms).
 package ipset
 
 import (

@@ -211,3 +211,24 @@ func newFW(b *testing.B, ns *netnstest.NS) firewall.Firewall { return newFirewal
 func BenchmarkRestore100k(b *testing.B) { fwtest.BenchRestore(b, newFW, 100_000) }
 
 func BenchmarkAddLatency(b *testing.B) { fwtest.BenchAddLatency(b, newFW, 10_000) }
+
+func TestTeardown(t *testing.T) {
+	ns := netnstest.New(t)
+	f := newFirewall(t, ns)
+	ctx := context.Background()
+	ns.MustRun(t, "nft", "add table ip other")
+	if err := f.Add(ctx, []firewall.Entry{{Prefix: pfx("198.51.100.1/32")}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // a second Teardown finds nothing and succeeds
+		if err := f.Teardown(ctx); err != nil {
+			t.Fatalf("Teardown: %v", err)
+		}
+	}
+	if out := ns.MustRun(t, "nft", "list", "tables"); strings.TrimSpace(out) != "table ip other" {
+		t.Fatalf("tables after Teardown: %q", out)
+	}
+	if err := f.Check(ctx); !errors.Is(err, firewall.ErrMissing) {
+		t.Fatalf("Check after Teardown = %v", err)
+	}
+}

@@ -252,3 +252,25 @@ func sortedKeys(m map[int]bool) []int {
 	slices.Sort(keys)
 	return keys
 }
+
+// Teardown deletes doorman's table with its chain, sets and bans: what an
+// operator runs when switching doorman off or to the ipset backend. A
+// missing table is fine. Other tables are never touched.
+func (f *Firewall) Teardown(ctx context.Context) error {
+	if err := f.lock(ctx); err != nil {
+		return err
+	}
+	defer f.mu.Unlock()
+	t := f.table()
+	if _, err := f.conn.ListTableOfFamily(t.Name, t.Family); err != nil {
+		if errors.Is(missingOr(err, "table"), firewall.ErrMissing) {
+			return nil
+		}
+		return fmt.Errorf("nft: list table: %w", err)
+	}
+	f.conn.DelTable(t)
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("nft: delete table %s: %w", t.Name, err)
+	}
+	return nil
+}

@@ -37,9 +37,25 @@ type Handler struct {
 }
 
 // NewHandler returns the ARI server for b. users maps each ARI user to its
-// plaintext password (ari.conf). A nil log discards.
+// plaintext password (ari.conf). A nil log discards. It serves request paths
+// starting with /ari (mount it at the root, or at both /ari and /ari/).
 func NewHandler(b Backend, users map[string]string, log *slog.Logger) http.Handler {
+	return New(b, users, log)
+}
+
+// New is NewHandler with the concrete type, for Close.
+func New(b Backend, users map[string]string, log *slog.Logger) *Handler {
 	return newHandler(b, users, log, queueSize)
+}
+
+// Close drops every open /ari/events websocket, as an Asterisk shutdown
+// does; http.Server.Close does not reach hijacked connections. The
+// handler keeps serving; a restarted Asterisk should get a new Handler, whose
+// apps start without subscriptions.
+func (h *Handler) Close() {
+	for _, c := range h.reg.conns() {
+		c.close(false)
+	}
 }
 
 func newHandler(b Backend, users map[string]string, log *slog.Logger, queue int) *Handler {

@@ -322,3 +322,43 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestOneSocketTwoApps: app=a,b registers both; each event goes out once
+// per app, with that app's name.
+func TestOneSocketTwoApps(t *testing.T) {
+	s := newTestServer(t)
+	ws := s.dial(t, "app=a,b,a&subscribeAll=yes")
+	_, _, body := s.do(t, "GET", "/ari/applications", "")
+	if !strings.HasPrefix(body, `[{"name":"a","channel_ids":["__AST_CHANNEL_ALL_TOPIC"]`) || !strings.Contains(body, `{"name":"b",`) {
+		t.Fatalf("applications %s", body)
+	}
+	s.fake.emit(Event{Kind: "DeviceStateChanged", Device: "PJSIP/1001", State: "RINGING"})
+	var apps []string
+	for range 2 {
+		var v struct{ Application string }
+		if err := json.Unmarshal([]byte(readMsg(t, ws)), &v); err != nil {
+			t.Fatal(err)
+		}
+		apps = append(apps, v.Application)
+	}
+	if strings.Join(apps, ",") != "a,b" {
+		t.Fatalf("apps %v", apps)
+	}
+	s.fake.emit(sentinel)
+	for range 2 {
+		if m := readMsg(t, ws); !strings.Contains(m, sentinel.Device) {
+			t.Fatalf("extra message %s", m)
+		}
+	}
+}
+
+func TestCloseDropsWebsockets(t *testing.T) {
+	s := newTestServer(t)
+	ws := s.dial(t, "app=a&subscribeAll=true")
+	s.h.Close()
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := ws.ReadMessage(); err == nil {
+		t.Fatal("websocket still open after Close")
+	}
+	waitFor(t, "backend unsubscribed", func() bool { return s.fake.subscribers() == 0 })
+}

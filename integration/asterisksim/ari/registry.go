@@ -55,9 +55,12 @@ func (a *app) json() appJSON {
 type registry struct {
 	mu   sync.Mutex
 	apps map[string]*app
+	live map[*wsConn]bool // every open websocket, replaced ones included
 }
 
-func newRegistry() *registry { return &registry{apps: map[string]*app{}} }
+func newRegistry() *registry {
+	return &registry{apps: map[string]*app{}, live: map[*wsConn]bool{}}
+}
 
 // find returns a registered (visible) app. Callers hold mu.
 func (g *registry) find(name string) *app {
@@ -74,6 +77,7 @@ func (g *registry) find(name string) *app {
 func (g *registry) register(name string, c *wsConn, subscribeAll bool) (replaced *wsConn) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.live[c] = true
 	if a := g.find(name); a != nil {
 		replaced, a.conn = a.conn, c
 		if replaced == c {
@@ -100,11 +104,23 @@ func (g *registry) register(name string, c *wsConn, subscribeAll bool) (replaced
 func (g *registry) unregister(c *wsConn) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	delete(g.live, c)
 	for _, name := range c.apps {
 		if a := g.apps[name]; a != nil && a.conn == c {
 			a.conn = nil
 		}
 	}
+}
+
+// conns returns every open websocket.
+func (g *registry) conns() []*wsConn {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]*wsConn, 0, len(g.live))
+	for c := range g.live {
+		out = append(out, c)
+	}
+	return out
 }
 
 // list returns the registered apps sorted by name.

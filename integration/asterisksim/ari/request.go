@@ -155,7 +155,10 @@ func parseQuery(raw string) []param {
 	return out
 }
 
-// uriDecode is ast_uri_decode with ast_uri_http_legacy.
+// uriDecode is ast_uri_decode with ast_uri_http_legacy: '+' is a space;
+// '%' followed by two characters is decoded when sscanf("%2x") would read a
+// hex digit there (one digit is enough, and both characters are consumed);
+// anything else is copied. The result is a C string, so it ends at a NUL.
 func uriDecode(s string) string {
 	if !strings.ContainsAny(s, "%+") {
 		return s
@@ -167,14 +170,19 @@ func uriDecode(s string) string {
 		switch {
 		case c == '+':
 			b.WriteByte(' ')
-		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
-			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]):
+			v := unhex(s[i+1])
+			if isHex(s[i+2]) {
+				v = v<<4 | unhex(s[i+2])
+			}
+			b.WriteByte(v)
 			i += 2
 		default:
 			b.WriteByte(c)
 		}
 	}
-	return b.String()
+	out, _, _ := strings.Cut(b.String(), "\x00")
+	return out
 }
 
 func isHex(c byte) bool {

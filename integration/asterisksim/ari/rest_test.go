@@ -24,7 +24,7 @@ func newTestServer(t *testing.T) *testServer {
 	return newTestServerQueue(t, queueSize)
 }
 
-func newTestServerQueue(t *testing.T, queue int) *testServer {
+func newTestServerQueue(t testing.TB, queue int) *testServer {
 	t.Helper()
 	f := newFake()
 	h := newHandler(f, testUsers, nil, queue)
@@ -34,7 +34,7 @@ func newTestServerQueue(t *testing.T, queue int) *testServer {
 }
 
 // do sends an authenticated request and returns status, headers and body.
-func (s *testServer) do(t *testing.T, method, path, body string) (int, http.Header, string) {
+func (s *testServer) do(t testing.TB, method, path, body string) (int, http.Header, string) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -61,7 +61,7 @@ func (s *testServer) do(t *testing.T, method, path, body string) (int, http.Head
 }
 
 // dial opens /ari/events for the given query.
-func (s *testServer) dial(t *testing.T, query string) *websocket.Conn {
+func (s *testServer) dial(t testing.TB, query string) *websocket.Conn {
 	t.Helper()
 	hdr := http.Header{}
 	hdr.Set("Authorization", "Basic YWltOmFpbXNlY3JldA==") // aim:aimsecret
