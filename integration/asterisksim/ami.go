@@ -15,7 +15,7 @@ import (
 const (
 	amiBanner      = "Asterisk Call Manager/11.0.0\r\n"
 	amiAuthTimeout = 30 * time.Second // manager.conf authtimeout
-	amiQueueMax    = 8192
+	amiQueueMax    = 65536
 )
 
 // amiServer is the manager interface on TCP.

@@ -271,3 +271,34 @@ func TestCallDeviceStates(t *testing.T) {
 		t.Error("SetDeviceState accepted an unknown state")
 	}
 }
+
+func TestStaleNonce(t *testing.T) {
+	cfg := testConfig(t)
+	s, clk := startSimClock(t, cfg)
+	p := phone(t, s, "1001", "pw1001", "127.0.0.1:0", "udp")
+	ctx := context.Background()
+	r, err := p.Do(ctx, p.Request(300, ""))
+	if err != nil || r.Status != 401 {
+		t.Fatalf("challenge: %v %v", r, err)
+	}
+	auth, err := p.Authorization(r.Get("WWW-Authenticate"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(40 * time.Second) // past res_pjsip's 32 s nonce lifetime
+	r, err = p.Do(ctx, p.Request(300, auth))
+	if err != nil || r.Status != 401 || !strings.Contains(r.Get("WWW-Authenticate"), ",stale=true,") {
+		t.Fatalf("stale nonce: %v %v", r, err)
+	}
+	if len(s.Contacts()) != 0 {
+		t.Error("registered with a stale nonce")
+	}
+	// A nonce forged for another source is refused outright.
+	forged := strings.Replace(auth, "nonce=\"", "nonce=\"1", 1)
+	if r, err = p.Do(ctx, p.Request(300, forged)); err != nil || r.Status != 401 || strings.Contains(r.Get("WWW-Authenticate"), "stale") {
+		t.Fatalf("forged nonce: %v %v", r, err)
+	}
+	if r, err = p.Register(ctx); err != nil || r.Status != 200 {
+		t.Fatalf("fresh register: %v %v", r, err)
+	}
+}

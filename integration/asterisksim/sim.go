@@ -309,6 +309,7 @@ func listenSIP(addr string) (*net.UDPConn, net.Listener, error) {
 		}
 		tcp, err := net.Listen("tcp", udp.LocalAddr().String())
 		if err == nil {
+			_ = udp.SetReadBuffer(4 << 20) // absorb attack bursts; one reader keeps event order
 			return udp, tcp, nil
 		}
 		_ = udp.Close()
