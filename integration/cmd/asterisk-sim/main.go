@@ -7,6 +7,7 @@
 //	    -endpoint 1001:pw1001 -endpoint 1002:pw1002 -ami-user aim:aimsecret -ari-user aim:aimsecret \
 //	    -security-log /tmp/aim-a/security -messages-log /tmp/aim-a/messages -state-dir /tmp/aim-a
 //	asterisk-sim demo   # two servers, aim-a on 127.0.0.1 and aim-b on 127.0.0.2
+//	asterisk-sim phone -server 127.0.0.1:5060 -user 1001 -password pw1001 -hold   # a phone (see phone.go)
 package main
 
 import (
@@ -31,6 +32,9 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "asterisk-sim:", err)
+		if errors.Is(err, errDropped) {
+			os.Exit(exitDropped)
+		}
 		os.Exit(1)
 	}
 }
@@ -50,8 +54,13 @@ func (p pairs) Set(v string) error {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "demo" {
-		return demo(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "demo":
+			return demo(ctx, args[1:], stdout, stderr)
+		case "phone":
+			return phone(ctx, args[1:], stdout, stderr)
+		}
 	}
 	fs := flag.NewFlagSet("asterisk-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
