@@ -165,7 +165,11 @@ func (s *Sim) startLocked(ctx context.Context) (err error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		t := time.NewTicker(s.cfg.ExpiryCheck)
+		tick := s.cfg.ExpiryCheck
+		if q := s.cfg.QualifyFrequency; q > 0 {
+			tick = min(tick, 100*time.Millisecond, q/4)
+		}
+		t := time.NewTicker(tick)
 		defer t.Stop()
 		for {
 			select {
@@ -173,6 +177,7 @@ func (s *Sim) startLocked(ctx context.Context) (err error) {
 				return
 			case <-t.C:
 				s.core.expire()
+				s.core.qualifyTick()
 			}
 		}
 	}()

@@ -42,7 +42,7 @@ func phone(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	interval := fs.Duration("interval", 0, "pause between attempts")
 	newDialog := fs.Bool("new-call-id", false, "use a new Call-ID for every attempt (an attacker's habit)")
 	unregister := fs.Bool("unregister", false, "unregister (Expires: 0) after the last attempt")
-	hold := fs.Bool("hold", false, "stay registered, refreshing at half the expiry, and unregister when stopped")
+	hold := fs.Bool("hold", false, "stay registered (answering qualify OPTIONS), refreshing at half the expiry, and unregister when stopped")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,7 +78,10 @@ func phone(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *hold {
 		for ctx.Err() == nil {
-			sleep(ctx, time.Duration(cfg.Expires)*time.Second/2)
+			if err := p.Listen(ctx, time.Duration(cfg.Expires)*time.Second/2); err != nil {
+				fmt.Fprintf(stdout, "%s listen -> error: %v\n", cfg.User, err)
+				sleep(ctx, time.Second)
+			}
 			if ctx.Err() == nil {
 				attempt("register", p.Register)
 			}
