@@ -96,6 +96,20 @@ func simScenario(t *testing.T, useMD5 bool) {
 		t.Fatalf("ChallengeResponseFailed = %+v, %v (phone at %v)", ev, err, badAddr)
 	}
 
+	// The same over TCP: the transport and the TCP source port.
+	badTCP, err := sipua.New(ctx, sipua.Config{Server: sim.SIPAddr(), Transport: "tcp", User: "1001", Password: "wrongpw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer badTCP.Close()
+	if r, err := badTCP.Register(ctx); err != nil || r.Status != 401 {
+		t.Fatalf("wrong password REGISTER over TCP: %v %v", r, err)
+	}
+	crf = nextEvent(t, events, "ChallengeResponseFailed")
+	if ev, err = ParseSecurityEvent(&crf); err != nil || ev.Transport != "TCP" || ev.Remote != netip.MustParseAddrPort(badTCP.LocalAddr().String()) {
+		t.Fatalf("ChallengeResponseFailed over TCP = %+v, %v", ev, err)
+	}
+
 	// A good registration shows in PJSIPShowContacts.
 	good, err := sipua.New(ctx, sipua.Config{Server: sim.SIPAddr(), User: "1001", Password: "pw1001"})
 	if err != nil {
