@@ -159,21 +159,21 @@ func (m *Monitor) Handle(ev ami.SecurityEvent) {
 	m.met.event(ev.Type)
 	success := ev.Type == "SuccessfulAuth"
 	if !success && !m.triggers[ev.Type] {
-		m.met.skipped.WithLabelValues(skipIgnored).Inc()
+		m.met.skip[skipIgnored].Inc()
 		return
 	}
 	if len(m.services) > 0 && !m.services[strings.ToUpper(ev.Service)] {
-		m.met.skipped.WithLabelValues(skipService).Inc()
+		m.met.skip[skipService].Inc()
 		return
 	}
 	addr := ev.Remote.Addr().Unmap().WithZone("")
 	if !addr.IsValid() || addr.IsUnspecified() {
-		m.met.skipped.WithLabelValues(skipBadAddress).Inc()
+		m.met.skip[skipBadAddress].Inc()
 		m.log.Debug("security event without a usable source address", "type", ev.Type, "service", ev.Service)
 		return
 	}
 	if m.trusted(addr) {
-		m.met.skipped.WithLabelValues(skipNeverBan).Inc()
+		m.met.skip[skipNeverBan].Inc()
 		return
 	}
 	p := m.banPrefix(addr)
@@ -196,11 +196,15 @@ func (m *Monitor) Handle(ev ami.SecurityEvent) {
 	if m.bannedLocked(p, recv) {
 		return // in flight before the ban took effect; nothing new to decide
 	}
-	reason := attemptReason(ev)
-	m.counters.enqueue(counterOp{kind: opStrike, prefix: p, recv: recv, reason: reason})
+	w := why{typ: ev.Type, service: ev.Service, account: ev.AccountID}
 	if rec.strikes >= m.cfg.Threshold {
-		m.banLocked(p, rec, recv, recv, reason)
+		// The shared strike counter is not bumped for an attempt that bans
+		// at once: its answer could not change anything, and skipping it
+		// saves a store round trip per ban.
+		m.banLocked(p, rec, recv, recv, w.String())
+		return
 	}
+	m.counters.enqueue(counterOp{kind: opStrike, prefix: p, recv: recv, why: w})
 }
 
 // trusted reports whether addr is on the never-ban list.
@@ -323,7 +327,7 @@ func (m *Monitor) removeBanLocked(p netip.Prefix) bool {
 }
 
 // onStrikeCount takes the store's cluster-wide strike count for p.
-func (m *Monitor) onStrikeCount(p netip.Prefix, n int64, recv time.Time, reason string) {
+func (m *Monitor) onStrikeCount(p netip.Prefix, n int64, recv time.Time, w why) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.clock.Now()
@@ -333,7 +337,7 @@ func (m *Monitor) onStrikeCount(p netip.Prefix, n int64, recv time.Time, reason 
 	}
 	rec.strikes = n
 	if n >= m.cfg.Threshold && !m.bannedLocked(p, now) {
-		m.banLocked(p, rec, now, recv, reason+" (cluster-wide)")
+		m.banLocked(p, rec, now, recv, w.String()+" (cluster-wide)")
 	}
 }
 
@@ -386,18 +390,21 @@ func kind(permanent bool) string {
 func strikeKey(p netip.Prefix) string     { return "intrusion:strikes:" + p.String() }
 func escalationKey(p netip.Prefix) string { return "intrusion:escalation:" + p.String() }
 
-// attemptReason describes a failed attempt for operators. The account name
-// comes from the attacker, so it is shortened and stripped of control
-// characters; secrets are never part of a SecurityEvent.
-func attemptReason(ev ami.SecurityEvent) string {
+// why is what a failed attempt was; it becomes a ban's reason.
+type why struct{ typ, service, account string }
+
+// String describes a failed attempt for operators. The account name comes
+// from the attacker, so it is shortened and stripped of control characters;
+// secrets are never part of a SecurityEvent.
+func (w why) String() string {
 	acct := strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return -1
 		}
 		return r
-	}, ev.AccountID)
+	}, w.account)
 	if len(acct) > 40 {
 		acct = acct[:40] + "..."
 	}
-	return fmt.Sprintf("failed %s login (%s, account %q)", ev.Service, ev.Type, acct)
+	return fmt.Sprintf("failed %s login (%s, account %q)", w.service, w.typ, acct)
 }
