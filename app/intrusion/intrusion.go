@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -246,7 +247,7 @@ func (m *Monitor) recordLocked(p netip.Prefix, now time.Time) *record {
 	r := m.records[p]
 	if r == nil {
 		if len(m.records) >= m.cfg.MaxTracked {
-			m.evictRecordsLocked(now)
+			m.evictRecordsLocked()
 		}
 		r = &record{}
 		m.records[p] = r
@@ -260,18 +261,18 @@ func (m *Monitor) recordLocked(p netip.Prefix, now time.Time) *record {
 	return r
 }
 
-// evictRecordsLocked frees room when MaxTracked addresses are tracked. Local
-// counts are only estimates (the store holds the shared ones), so dropping
-// some costs precision, not correctness.
-func (m *Monitor) evictRecordsLocked(now time.Time) {
+// evictRecordsLocked frees an eighth of the room when MaxTracked addresses
+// are tracked. Local counts are only estimates (the store holds the shared
+// ones, and bans live in m.bans), so dropping some costs precision, not
+// correctness. Map order is random, so this is a random eviction, and it
+// always makes progress: amortised O(1) per new address.
+func (m *Monitor) evictRecordsLocked() {
 	target := m.cfg.MaxTracked - m.cfg.MaxTracked/8
-	for p, r := range m.records {
+	for p := range m.records {
 		if len(m.records) <= target {
 			return
 		}
-		if !now.Before(r.strikesExp) && !now.Before(r.escalExp) || m.bans[p] == nil {
-			delete(m.records, p)
-		}
+		delete(m.records, p)
 	}
 }
 
@@ -406,5 +407,5 @@ func (w why) String() string {
 	if len(acct) > 40 {
 		acct = acct[:40] + "..."
 	}
-	return fmt.Sprintf("failed %s login (%s, account %q)", w.service, w.typ, acct)
+	return "failed " + w.service + " login (" + w.typ + ", account " + strconv.Quote(acct) + ")"
 }
