@@ -14,6 +14,12 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/asterisksupport/doorman/app/ari"
+	"github.com/asterisksupport/doorman/app/blf"
+	"github.com/asterisksupport/doorman/app/finder"
+	"github.com/asterisksupport/doorman/app/intrusion"
+	"github.com/asterisksupport/doorman/app/state/redisstore"
 )
 
 // Server identifies this server in the cluster.
@@ -39,37 +45,19 @@ type AMI struct {
 	MD5        bool   `yaml:"md5"`
 }
 
-// ARI is the REST/websocket connection to the local Asterisk.
+// ARI is the connection to the local Asterisk's ARI (Busy Lamp Monitor).
 type ARI struct {
-	Transport    string `yaml:"transport"` // native | ari-proxy
-	URL          string `yaml:"url"`
-	WebsocketURL string `yaml:"websocket_url"`
-	Username     string `yaml:"username"`
-	Password     string `yaml:"password"`
-	PasswordFile string `yaml:"password_file"`
-	Application  string `yaml:"application"`
-	NATSURL      string `yaml:"nats_url"`
+	Transport        string `yaml:"transport"` // native | ari-proxy
+	NATSURL          string `yaml:"nats_url"`
+	PasswordFile     string `yaml:"password_file"`
+	ari.NativeConfig `yaml:",inline"`
 }
 
-// Redis is the shared store; empty Addrs means the embedded store.
-type Redis struct {
-	Addrs        []string `yaml:"addrs"`
-	MasterName   string   `yaml:"master_name"` // Sentinel
-	Username     string   `yaml:"username"`
-	Password     string   `yaml:"password"`
-	PasswordFile string   `yaml:"password_file"`
-	DB           int      `yaml:"db"`
-	TLS          bool     `yaml:"tls"`
-	CAFile       string   `yaml:"ca_file"`
-	CertFile     string   `yaml:"cert_file"`
-	KeyFile      string   `yaml:"key_file"`
-	KeyPrefix    string   `yaml:"key_prefix"`
-}
-
-// Store selects Redis or the embedded store.
+// Store selects Redis (store.redis.addrs set) or the embedded store.
 type Store struct {
-	Redis        Redis  `yaml:"redis"`
-	EmbeddedPath string `yaml:"embedded_path"`
+	Redis             redisstore.Config `yaml:"redis"`
+	RedisPasswordFile string            `yaml:"redis_password_file"`
+	EmbeddedPath      string            `yaml:"embedded_path"`
 }
 
 // Firewall selects and configures the kernel backend.
@@ -102,21 +90,30 @@ type Config struct {
 	Store    Store    `yaml:"store"`
 	Firewall Firewall `yaml:"firewall"`
 	API      API      `yaml:"api"`
-	LogLevel string   `yaml:"log_level"`
+	LogLevel string   `yaml:"log_level"` // debug, info, warn, error
+
+	Intrusion intrusion.Config `yaml:"intrusion"`
+	Finder    finder.Config    `yaml:"finder"`
+	BLF       blf.Config       `yaml:"blf"`
 }
 
 // Default returns the documented defaults.
 func Default() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Server:   Server{Name: host, HeartbeatTTL: 15 * time.Second},
-		Jobs:     Jobs{Intrusion: true, Finder: true, BLF: true},
-		AMI:      AMI{Addr: "127.0.0.1:5038", Username: "doorman"},
-		ARI:      ARI{Transport: "native", URL: "http://127.0.0.1:8088/ari", Username: "doorman", Application: "doorman", NATSURL: "nats://127.0.0.1:4222"},
-		Store:    Store{Redis: Redis{KeyPrefix: "doorman:"}, EmbeddedPath: "/var/lib/doorman/state.db"},
+		Server: Server{Name: host, HeartbeatTTL: 15 * time.Second},
+		Jobs:   Jobs{Intrusion: true, Finder: true, BLF: true},
+		AMI:    AMI{Addr: "127.0.0.1:5038", Username: "doorman"},
+		ARI: ARI{Transport: "native", NATSURL: "nats://127.0.0.1:4222",
+			NativeConfig: ari.NativeConfig{URL: "http://127.0.0.1:8088/ari", Username: "doorman", Application: "doorman"}},
+		Store:    Store{EmbeddedPath: "/var/lib/doorman/state.db"},
 		Firewall: Firewall{Backend: "nftables", Table: "doorman", MaxElem: 1 << 20},
 		API:      API{Listen: "127.0.0.1:9485"},
 		LogLevel: "info",
+
+		Intrusion: intrusion.DefaultConfig(),
+		Finder:    finder.DefaultConfig(),
+		BLF:       blf.DefaultConfig(),
 	}
 }
 
@@ -141,6 +138,7 @@ func Parse(b []byte) (Config, error) {
 	if err := c.readSecrets(); err != nil {
 		return Config{}, err
 	}
+	c.derive()
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -154,7 +152,7 @@ func (c *Config) readSecrets() error {
 	}{
 		{"ami.secret_file", c.AMI.SecretFile, &c.AMI.Secret},
 		{"ari.password_file", c.ARI.PasswordFile, &c.ARI.Password},
-		{"store.redis.password_file", c.Store.Redis.PasswordFile, &c.Store.Redis.Password},
+		{"store.redis_password_file", c.Store.RedisPasswordFile, &c.Store.Redis.Password},
 		{"api.token_file", c.API.TokenFile, &c.API.Token},
 	} {
 		if s.file == "" {
@@ -167,6 +165,23 @@ func (c *Config) readSecrets() error {
 		*s.dst = strings.TrimSpace(string(b))
 	}
 	return nil
+}
+
+// derive fills the jobs' copies of the server section, so each fact is
+// written once in doorman.yaml.
+func (c *Config) derive() {
+	if c.Finder.Server == "" {
+		c.Finder.Server = c.Server.Name
+	}
+	if c.Finder.SIPAddr == "" {
+		c.Finder.SIPAddr = c.Server.SIPAddr
+	}
+	if c.Server.HeartbeatTTL > 0 {
+		c.Finder.HeartbeatTTL = c.Server.HeartbeatTTL
+		c.BLF.HeartbeatTTL = c.Server.HeartbeatTTL
+	}
+	// The cluster's own servers are never banned.
+	c.Intrusion.NeverBan = append(c.Intrusion.NeverBan, c.ClusterPrefixes()...)
 }
 
 // Validate checks everything that can be checked before running.
@@ -202,6 +217,31 @@ func (c *Config) Validate() error {
 	if c.API.Listen != "" && c.API.Token == "" {
 		bad("api.token", "required when api.listen is set (or set api.token_file)")
 	}
+	if len(c.Store.Redis.Addrs) > 0 {
+		if err := c.Store.Redis.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("config: store.redis: %w", err))
+		}
+	}
+	if c.Jobs.Intrusion {
+		if err := c.Intrusion.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("config: %w", err))
+		}
+	}
+	if c.Jobs.Finder {
+		if err := c.Finder.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("config: %w", err))
+		}
+	}
+	if c.Jobs.BLF {
+		if err := c.BLF.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("config: %w", err))
+		}
+		if c.ARI.Transport == "native" {
+			if err := c.ARI.NativeConfig.Validate(); err != nil {
+				errs = append(errs, fmt.Errorf("config: %w", err))
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -234,7 +274,7 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 
 // Redacted returns c as YAML with every secret replaced, for `doorman config print`.
 func (c Config) Redacted() ([]byte, error) {
-	for _, s := range []*string{&c.AMI.Secret, &c.ARI.Password, &c.Store.Redis.Password, &c.API.Token} {
+	for _, s := range []*string{&c.AMI.Secret, &c.ARI.Password, &c.Store.Redis.Password, &c.Store.Redis.SentinelPassword, &c.API.Token} {
 		if *s != "" {
 			*s = "REDACTED"
 		}

@@ -13,18 +13,20 @@ func TestParse(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("topsecret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	base := "api: {token: x}\nari: {password: p}\n"
 	for _, tc := range []struct {
 		name, yaml, wantErr string
 	}{
-		{"defaults need a token", "", "api.token"},
-		{"minimal", "api: {token: x}\nserver: {name: a}", ""},
-		{"secret file", "api: {token: x}\nami: {secret_file: " + secret + "}", ""},
-		{"missing secret file", "api: {token: x}\nami: {secret_file: /nonexistent}", "ami.secret_file"},
-		{"unknown key", "api: {token: x}\nfirewal: {}", "field firewal not found"},
-		{"bad backend", "api: {token: x}\nfirewall: {backend: iptables}", "firewall.backend"},
-		{"bad cluster address", "api: {token: x}\nserver: {cluster: [not-an-ip]}", "server.cluster"},
-		{"negative heartbeat", "api: {token: x}\nserver: {heartbeat_ttl: -1s}", "server.heartbeat_ttl"},
-		{"bad transport", "api: {token: x}\nari: {transport: carrier-pigeon}", "ari.transport"},
+		{"defaults need a token", "server: {sip_addr: '198.51.100.1:5060'}", "api.token"},
+		{"minimal", base + "server: {name: a, sip_addr: '198.51.100.1:5060'}", ""},
+		{"secret file", base + "server: {sip_addr: '198.51.100.1:5060'}\nami: {secret_file: " + secret + "}", ""},
+		{"missing secret file", base + "server: {sip_addr: '198.51.100.1:5060'}\nami: {secret_file: /nonexistent}", "ami.secret_file"},
+		{"unknown key", base + "firewal: {}", "field firewal not found"},
+		{"bad backend", base + "firewall: {backend: iptables}", "firewall.backend"},
+		{"bad cluster address", base + "server: {cluster: [not-an-ip]}", "server.cluster"},
+		{"negative heartbeat", base + "server: {heartbeat_ttl: -1s}", "server.heartbeat_ttl"},
+		{"negative ban time", base + "intrusion: {ban_time: -30s}", "ban_time"},
+		{"bad transport", "api: {token: x}\nari: {password: p, transport: carrier-pigeon}", "ari.transport"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.yaml))

@@ -1,0 +1,116 @@
+package ami
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// subscriber is one Subscribe channel. needConnected is set when the
+// EventConnected message did not fit: it is retried before the next event
+// and on every keepalive tick, because a job that misses it never resyncs.
+type subscriber struct {
+	ch            chan Message
+	needConnected bool
+}
+
+// hub fans events out to subscribers without ever blocking the reader.
+type hub struct {
+	mu        sync.Mutex
+	subs      map[*subscriber]struct{}
+	connected *Message // the EventConnected of the current session, nil when down
+
+	received, dropped atomic.Uint64
+}
+
+func (h *hub) subscribe(buf int) (<-chan Message, func()) {
+	s := &subscriber{ch: make(chan Message, max(buf, 1))}
+	h.mu.Lock()
+	if h.subs == nil {
+		h.subs = make(map[*subscriber]struct{})
+	}
+	h.subs[s] = struct{}{}
+	if h.connected != nil {
+		// Already logged in: start the channel with EventConnected, so a
+		// late subscriber still knows to resynchronise.
+		s.ch <- *h.connected
+	}
+	h.mu.Unlock()
+	var once sync.Once
+	return s.ch, func() {
+		once.Do(func() {
+			h.mu.Lock()
+			delete(h.subs, s)
+			close(s.ch)
+			h.mu.Unlock()
+		})
+	}
+}
+
+// publish delivers one server event to every subscriber.
+func (h *hub) publish(m Message) {
+	h.received.Add(1)
+	h.mu.Lock()
+	for s := range h.subs {
+		if s.needConnected && !h.trySendConnected(s) {
+			h.dropped.Add(1)
+			continue
+		}
+		select {
+		case s.ch <- m:
+		default:
+			h.dropped.Add(1)
+		}
+	}
+	h.mu.Unlock()
+}
+
+// setConnected records the session state and, on login, offers the
+// EventConnected message to every subscriber.
+func (h *hub) setConnected(m *Message) {
+	h.mu.Lock()
+	h.connected = m
+	for s := range h.subs {
+		s.needConnected = m != nil
+		if m != nil {
+			h.trySendConnected(s)
+		}
+	}
+	h.mu.Unlock()
+}
+
+// retryConnected offers a pending EventConnected again (keepalive tick).
+func (h *hub) retryConnected() {
+	h.mu.Lock()
+	for s := range h.subs {
+		if s.needConnected {
+			h.trySendConnected(s)
+		}
+	}
+	h.mu.Unlock()
+}
+
+// trySendConnected needs h.mu held.
+func (h *hub) trySendConnected(s *subscriber) bool {
+	if h.connected == nil {
+		s.needConnected = false
+		return true
+	}
+	select {
+	case s.ch <- *h.connected:
+		s.needConnected = false
+		return true
+	default:
+		s.needConnected = true
+		return false
+	}
+}
+
+func connectedMessage(addr, version string, at time.Time) *Message {
+	return &Message{Fields: []Field{
+		{Key: "Event", Value: EventConnected},
+		{Key: "Address", Value: addr},
+		{Key: "AMIVersion", Value: version},
+		{Key: "Time", Value: at.UTC().Format(time.RFC3339Nano)},
+	}}
+}

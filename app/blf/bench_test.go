@@ -1,0 +1,191 @@
+package blf
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// hopLog collects the trace of every monitor of a benchmark.
+type hopLog struct {
+	mu   sync.Mutex
+	hops []Hop
+}
+
+func (h *hopLog) add(x Hop) {
+	h.mu.Lock()
+	h.hops = append(h.hops, x)
+	h.mu.Unlock()
+}
+
+func (h *hopLog) reset() {
+	h.mu.Lock()
+	h.hops = h.hops[:0]
+	h.mu.Unlock()
+}
+
+func (h *hopLog) count(stage string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, x := range h.hops {
+		if x.Stage == stage {
+			n++
+		}
+	}
+	return n
+}
+
+const (
+	benchServers = 3
+	benchDevices = 10000
+)
+
+func benchDevice(server, i int) string { return fmt.Sprintf("PJSIP/%d%05d", server+1, i) }
+
+// benchCluster starts benchServers monitors with benchDevices phones each
+// (NOT_INUSE, from the AMI snapshot) and waits until every server has
+// written all Stasis: states.
+func benchCluster(b *testing.B, store Store, dial func(*node)) ([]*node, *hopLog) {
+	b.Helper()
+	log := &hopLog{}
+	cfg := DefaultConfig()
+	cfg.HeartbeatInterval = time.Second
+	cfg.HeartbeatTTL = 10 * time.Second
+	var nodes []*node
+	for s := range benchServers {
+		o := nodeOpts{dial: dial, ready: func(n *node) {
+			devs := make([][2]string, benchDevices)
+			for i := range devs {
+				devs[i] = [2]string{benchDevice(s, i), NotInUse}
+			}
+			n.ami.set(devs...)
+			n.mon.trace = log.add
+		}}
+		nodes = append(nodes, startNode(b, store, fmt.Sprintf("srv%d", s), cfg, o))
+	}
+	total := float64(benchServers * benchDevices)
+	for _, n := range nodes {
+		deadline := time.Now().Add(3 * time.Minute)
+		for testutil.ToFloat64(n.mon.met.writes) < total {
+			if time.Now().After(deadline) {
+				b.Fatalf("%s wrote %v of %v initial states", n.name, testutil.ToFloat64(n.mon.met.writes), total)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	log.reset()
+	return nodes, log
+}
+
+// runChanges makes n changes at rate per second (0: as fast as possible)
+// and waits until each is written on the other servers.
+func runChanges(b *testing.B, nodes []*node, log *hopLog, n int, rate float64) time.Duration {
+	b.Helper()
+	cycle := []string{Ringing, InUse, NotInUse}
+	start := time.Now()
+	for i := range n {
+		if rate > 0 {
+			due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+			if d := time.Until(due); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		s := i % benchServers
+		dev := (i / benchServers) % benchDevices
+		round := i / (benchServers * benchDevices)
+		nodes[s].emit(benchDevice(s, dev), cycle[round%len(cycle)])
+	}
+	want := n * (benchServers - 1)
+	deadline := time.Now().Add(2 * time.Minute)
+	for log.count("written") < want {
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d writes arrived", log.count("written"), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// report computes end-to-end and per-hop percentiles from the trace.
+func report(b *testing.B, log *hopLog) {
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	type key struct {
+		src  time.Time
+		name string
+	}
+	published := map[time.Time]time.Time{} // src -> publish done
+	feed := map[key]time.Time{}
+	var e2e, pub, deliver, put []time.Duration
+	for _, h := range log.hops {
+		switch h.Stage {
+		case "published":
+			published[h.Src] = h.At
+			pub = append(pub, h.At.Sub(h.Src))
+		case "feed":
+			feed[key{h.Src, h.Server + h.Name}] = h.At
+		}
+	}
+	for _, h := range log.hops {
+		switch h.Stage {
+		case "feed":
+			if p, ok := published[h.Src]; ok {
+				deliver = append(deliver, h.At.Sub(p))
+			}
+		case "written":
+			e2e = append(e2e, h.At.Sub(h.Src))
+			if f, ok := feed[key{h.Src, h.Server + h.Name}]; ok {
+				put = append(put, h.At.Sub(f))
+			}
+		}
+	}
+	ms := func(d []time.Duration, q float64) float64 {
+		if len(d) == 0 {
+			return 0
+		}
+		slices.Sort(d)
+		return float64(d[min(len(d)-1, int(q*float64(len(d))))].Nanoseconds()) / 1e6
+	}
+	b.ReportMetric(ms(e2e, .5), "p50_ms")
+	b.ReportMetric(ms(e2e, .99), "p99_ms")
+	b.ReportMetric(ms(pub, .5), "hop1_event_to_published_p50_ms")
+	b.ReportMetric(ms(deliver, .5), "hop2_published_to_feed_p50_ms")
+	b.ReportMetric(ms(put, .5), "hop3_feed_to_put_done_p50_ms")
+	b.ReportMetric(ms(pub, .99), "hop1_p99_ms")
+	b.ReportMetric(ms(deliver, .99), "hop2_p99_ms")
+	b.ReportMetric(ms(put, .99), "hop3_p99_ms")
+}
+
+// BenchmarkPropagation: 3 servers x 10,000 phones; a device state change
+// on one server until the Stasis: state is written on the two others.
+//
+//	store=mem: in-memory store with feed (fake)
+//	ari=fake:  aritest.Fake, events and writes in memory (fake)
+//	ari=http:  ari.NewNative over real HTTP and websocket to aritest.Server
+//	           (event in over the websocket, PUT over HTTP keep-alive)
+func BenchmarkPropagation(b *testing.B) {
+	mem := func(*testing.B) Store { return newMemStore() }
+	b.Run("store=mem/ari=fake", func(b *testing.B) { benchPropagation(b, mem, nil) })
+	b.Run("store=mem/ari=http", func(b *testing.B) { benchPropagation(b, mem, dialHTTP(b)) })
+}
+
+func benchPropagation(b *testing.B, mkStore func(*testing.B) Store, dial func(*node)) {
+	for _, tc := range []struct {
+		name string
+		rate float64
+	}{{"rate=50", 50}, {"rate=5000", 5000}, {"rate=max", 0}} {
+		b.Run(tc.name, func(b *testing.B) {
+			nodes, log := benchCluster(b, mkStore(b), dial)
+			b.ResetTimer()
+			took := runChanges(b, nodes, log, b.N, tc.rate)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/took.Seconds(), "changes/s")
+			report(b, log)
+		})
+	}
+}

@@ -1,0 +1,178 @@
+package intrusion
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/asterisksupport/doorman/firewall"
+)
+
+// fwQueue serialises every firewall call in one goroutine (backends need
+// not be safe for concurrent use) and batches adds and deletes: whatever
+// queued up while the previous netlink call ran goes out in one call. No
+// timer is involved, so a lone ban is applied at once and a flood is
+// applied in large batches.
+type fwQueue struct {
+	m    *Monitor
+	mu   sync.Mutex
+	ops  []fwOp
+	wake chan struct{}
+}
+
+type fwOpKind uint8
+
+const (
+	fwAdd fwOpKind = iota
+	fwDel
+	fwCall
+)
+
+type fwOp struct {
+	kind    fwOpKind
+	prefix  netip.Prefix
+	expires time.Time // zero: permanent
+	recv    time.Time // trigger's receive time, for the latency metric; zero: not measured
+	call    func(context.Context, firewall.Firewall) error
+	done    chan error
+}
+
+// maxBatch bounds one netlink batch.
+const maxBatch = 4096
+
+func newFWQueue(m *Monitor) *fwQueue {
+	return &fwQueue{m: m, wake: make(chan struct{}, 1)}
+}
+
+func (q *fwQueue) push(op fwOp) {
+	q.mu.Lock()
+	q.ops = append(q.ops, op)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *fwQueue) add(p netip.Prefix, expires, recv time.Time) {
+	q.push(fwOp{kind: fwAdd, prefix: p, expires: expires, recv: recv})
+}
+
+func (q *fwQueue) del(p netip.Prefix) { q.push(fwOp{kind: fwDel, prefix: p}) }
+
+// do runs f on the firewall in queue order and waits for it.
+func (q *fwQueue) do(ctx context.Context, f func(context.Context, firewall.Firewall) error) error {
+	done := make(chan error, 1)
+	q.push(fwOp{kind: fwCall, call: f, done: done})
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (q *fwQueue) run(ctx context.Context) {
+	var batch []fwOp
+	for {
+		select {
+		case <-ctx.Done():
+			q.failCalls(ctx.Err())
+			return
+		case <-q.wake:
+		}
+		q.mu.Lock()
+		batch, q.ops = q.ops, batch[:0]
+		q.mu.Unlock()
+		start := 0
+		for i, op := range batch {
+			if op.kind == fwCall {
+				q.apply(ctx, batch[start:i])
+				op.done <- op.call(ctx, q.m.fw)
+				start = i + 1
+			} else if i+1-start >= maxBatch {
+				q.apply(ctx, batch[start:i+1])
+				start = i + 1
+			}
+		}
+		q.apply(ctx, batch[start:])
+		clear(batch)
+	}
+}
+
+// failCalls answers waiting calls when the queue stops.
+func (q *fwQueue) failCalls(err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, op := range q.ops {
+		if op.done != nil {
+			op.done <- err
+		}
+	}
+	q.ops = nil
+}
+
+// apply sends adds and deletes in one call each; for a prefix that appears
+// more than once, the last operation wins.
+func (q *fwQueue) apply(ctx context.Context, ops []fwOp) {
+	if len(ops) == 0 {
+		return
+	}
+	m := q.m
+	last := make(map[netip.Prefix]int, len(ops))
+	for i, op := range ops {
+		last[op.prefix] = i
+	}
+	now := m.clock.Now()
+	var adds []firewall.Entry
+	var dels []netip.Prefix
+	for i, op := range ops {
+		if last[op.prefix] != i {
+			continue
+		}
+		switch {
+		case op.kind == fwDel:
+			dels = append(dels, op.prefix)
+		case op.expires.IsZero():
+			adds = append(adds, firewall.Entry{Prefix: op.prefix})
+		case op.expires.After(now):
+			adds = append(adds, firewall.Entry{Prefix: op.prefix, Timeout: op.expires.Sub(now)})
+		}
+	}
+	if len(dels) > 0 {
+		if err := m.fw.Delete(ctx, dels); err != nil {
+			q.failed("delete", len(dels), err)
+		}
+	}
+	if len(adds) == 0 {
+		return
+	}
+	if err := m.fw.Add(ctx, adds); err != nil {
+		q.failed("add", len(adds), err)
+		return
+	}
+	done := m.clock.Now()
+	for i, op := range ops {
+		if op.kind == fwAdd && !op.recv.IsZero() && last[op.prefix] == i {
+			d := done.Sub(op.recv)
+			m.met.latency.Observe(d.Seconds())
+			if m.onApplied != nil {
+				m.onApplied(d)
+			}
+		}
+	}
+}
+
+// failed logs a firewall error and asks for a repair, which re-applies
+// every ban this server enforces, so nothing is lost.
+func (q *fwQueue) failed(op string, n int, err error) {
+	q.m.met.fwErrors.Inc()
+	if q.m.running.Load() {
+		q.m.log.Warn("firewall "+op+" failed; repairing", "entries", n, "err", err)
+	}
+	select {
+	case q.m.repair <- struct{}{}:
+	default:
+	}
+}

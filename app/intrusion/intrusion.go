@@ -1,0 +1,403 @@
+// Package intrusion is doorman's Intrusion Monitor: it turns Asterisk
+// security events into kernel firewall bans shared by the whole cluster.
+//
+// Events are grouped into attempts (SessionID and source within a short
+// window), attempts become strikes against the source's prefix (/32, or /64
+// for IPv6), and strikes become bans: temporary at first, so a user who
+// mistyped can retry, permanent after repeated temporary bans. Trusted
+// networks and loopback are never banned, also when a ban arrives from
+// another server. A local decision programs the local firewall at once and
+// is written to the shared store, which publishes it to every agent; the
+// store's feed and periodic checks keep the kernel set equal to the store's
+// ban list, and restore it if someone flushes the ruleset. If the store is
+// down, bans are enforced locally and written when it is back.
+package intrusion
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asterisksupport/doorman/app/ami"
+	"github.com/asterisksupport/doorman/app/state"
+	"github.com/asterisksupport/doorman/firewall"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Clock tells the time; tests pass a fake.
+type Clock interface {
+	Now() time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+// Deps are the Monitor's collaborators.
+type Deps struct {
+	Store    state.Bans        // shared strikes and bans (Redis or embedded)
+	Firewall firewall.Firewall // this server's kernel set
+	Server   string            // this server's name (Asterisk systemname)
+	Log      *slog.Logger      // nil: discard
+	Metrics  prometheus.Registerer
+	Clock    Clock // nil: real time
+}
+
+// Monitor is the Intrusion Monitor of one server. Handle is called with
+// every security event; Run does the I/O. Its methods are safe for
+// concurrent use.
+type Monitor struct {
+	cfg      Config
+	store    state.Bans
+	fw       firewall.Firewall
+	server   string
+	log      *slog.Logger
+	clock    Clock
+	met      *metrics
+	triggers map[string]bool
+	services map[string]bool // upper case; empty: all
+	neverBan []netip.Prefix  // config plus loopback
+
+	mu      sync.Mutex
+	groups  *attempts
+	records map[netip.Prefix]*record
+	bans    map[netip.Prefix]*localBan // what this server enforces
+	seq     uint64                     // bumped on every change of bans
+
+	fwq      *fwQueue
+	writer   *banWriter
+	counters *counterWorkers
+	repair   chan struct{}
+	running  atomic.Bool
+	ready    atomic.Bool
+
+	// onApplied, if set (tests), sees each ban latency as it is measured.
+	onApplied func(time.Duration)
+}
+
+// record is what this server knows of a prefix's cluster-wide counters: the
+// larger of its own count and the store's last answer.
+type record struct {
+	strikes    int64
+	strikesExp time.Time
+	escal      int64 // temporary bans within the escalation window
+	escalExp   time.Time
+}
+
+// localBan is a ban this server enforces.
+type localBan struct {
+	ban       state.Ban
+	seq       uint64
+	confirmed bool // the store has it (or it came from the store)
+}
+
+// loopback is never banned, whatever the configuration says.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+// New checks cfg and builds a Monitor; call Run to start it.
+func New(cfg Config, deps Deps) (*Monitor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Store == nil {
+		return nil, errors.New("intrusion: a store is required")
+	}
+	if deps.Firewall == nil {
+		return nil, errors.New("intrusion: a firewall is required")
+	}
+	if deps.Server == "" {
+		return nil, errors.New("intrusion: the server name is required")
+	}
+	m := &Monitor{
+		cfg:      cfg,
+		store:    deps.Store,
+		fw:       deps.Firewall,
+		server:   deps.Server,
+		log:      deps.Log,
+		clock:    deps.Clock,
+		triggers: make(map[string]bool),
+		services: make(map[string]bool),
+		groups:   newAttempts(cfg.AttemptWindow, cfg.MaxTracked),
+		records:  make(map[netip.Prefix]*record),
+		bans:     make(map[netip.Prefix]*localBan),
+		repair:   make(chan struct{}, 1),
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	m.log = m.log.With("job", "intrusion")
+	if m.clock == nil {
+		m.clock = realClock{}
+	}
+	for _, t := range cfg.TriggerEvents {
+		m.triggers[strings.TrimSpace(t)] = true
+	}
+	for _, s := range cfg.Services {
+		m.services[strings.ToUpper(strings.TrimSpace(s))] = true
+	}
+	m.neverBan = append(append([]netip.Prefix{}, loopback...), cfg.NeverBan...)
+	m.writer = newBanWriter(m)
+	m.counters = newCounterWorkers(m, 4)
+	m.fwq = newFWQueue(m)
+	met, err := newMetrics(deps.Metrics, func() float64 { return float64(m.writer.pendingLen()) })
+	if err != nil {
+		return nil, err
+	}
+	m.met = met
+	return m, nil
+}
+
+// Handle takes one security event. It never blocks on I/O: decisions are
+// made in memory and their effects queued for Run's workers.
+func (m *Monitor) Handle(ev ami.SecurityEvent) {
+	recv := m.clock.Now()
+	m.met.event(ev.Type)
+	success := ev.Type == "SuccessfulAuth"
+	if !success && !m.triggers[ev.Type] {
+		m.met.skipped.WithLabelValues(skipIgnored).Inc()
+		return
+	}
+	if len(m.services) > 0 && !m.services[strings.ToUpper(ev.Service)] {
+		m.met.skipped.WithLabelValues(skipService).Inc()
+		return
+	}
+	addr := ev.Remote.Addr().Unmap().WithZone("")
+	if !addr.IsValid() || addr.IsUnspecified() {
+		m.met.skipped.WithLabelValues(skipBadAddress).Inc()
+		m.log.Debug("security event without a usable source address", "type", ev.Type, "service", ev.Service)
+		return
+	}
+	if m.trusted(addr) {
+		m.met.skipped.WithLabelValues(skipNeverBan).Inc()
+		return
+	}
+	p := m.banPrefix(addr)
+	if success {
+		if m.cfg.OnSuccess == OnSuccessReset {
+			m.resetStrikes(p)
+		}
+		return
+	}
+	src := netip.AddrPortFrom(addr, ev.Remote.Port())
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.groups.observe(attemptKey{session: ev.SessionID, source: src}, recv) {
+		return // another event of an attempt already counted
+	}
+	m.met.attempts.Inc()
+	m.met.strikes.Inc()
+	rec := m.recordLocked(p, recv)
+	rec.strikes++
+	if m.bannedLocked(p, recv) {
+		return // in flight before the ban took effect; nothing new to decide
+	}
+	reason := attemptReason(ev)
+	m.counters.enqueue(counterOp{kind: opStrike, prefix: p, recv: recv, reason: reason})
+	if rec.strikes >= m.cfg.Threshold {
+		m.banLocked(p, rec, recv, recv, reason)
+	}
+}
+
+// trusted reports whether addr is on the never-ban list.
+func (m *Monitor) trusted(addr netip.Addr) bool {
+	for _, n := range m.neverBan {
+		if n.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// overlapsNeverBan reports whether banning p would ban a trusted address.
+func (m *Monitor) overlapsNeverBan(p netip.Prefix) bool {
+	for _, n := range m.neverBan {
+		if n.Overlaps(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// banPrefix is the prefix banned for a source: the configured prefix
+// length, narrowed to the host if the wider prefix holds a trusted address.
+func (m *Monitor) banPrefix(addr netip.Addr) netip.Prefix {
+	bits := m.cfg.IPv4PrefixLen
+	if addr.Is6() {
+		bits = m.cfg.IPv6PrefixLen
+	}
+	p, _ := addr.Prefix(bits)
+	if p.Bits() < addr.BitLen() && m.overlapsNeverBan(p) {
+		p = netip.PrefixFrom(addr, addr.BitLen())
+	}
+	return p
+}
+
+// recordLocked returns p's record, with expired counters cleared.
+func (m *Monitor) recordLocked(p netip.Prefix, now time.Time) *record {
+	r := m.records[p]
+	if r == nil {
+		if len(m.records) >= m.cfg.MaxTracked {
+			m.evictRecordsLocked(now)
+		}
+		r = &record{}
+		m.records[p] = r
+	}
+	if !now.Before(r.strikesExp) {
+		r.strikes, r.strikesExp = 0, now.Add(m.cfg.StrikeWindow)
+	}
+	if !now.Before(r.escalExp) {
+		r.escal, r.escalExp = 0, now.Add(m.cfg.EscalationWindow)
+	}
+	return r
+}
+
+// evictRecordsLocked frees room when MaxTracked addresses are tracked. Local
+// counts are only estimates (the store holds the shared ones), so dropping
+// some costs precision, not correctness.
+func (m *Monitor) evictRecordsLocked(now time.Time) {
+	target := m.cfg.MaxTracked - m.cfg.MaxTracked/8
+	for p, r := range m.records {
+		if len(m.records) <= target {
+			return
+		}
+		if !now.Before(r.strikesExp) && !now.Before(r.escalExp) || m.bans[p] == nil {
+			delete(m.records, p)
+		}
+	}
+}
+
+// bannedLocked reports whether p is banned now.
+func (m *Monitor) bannedLocked(p netip.Prefix, now time.Time) bool {
+	lb := m.bans[p]
+	return lb != nil && (lb.ban.Permanent || now.Before(lb.ban.Expires))
+}
+
+// banDuration is the length of a temporary ban after prior earlier ones.
+func (m *Monitor) banDuration(prior int64) time.Duration {
+	d := float64(m.cfg.BanTime)
+	for i := int64(0); i < prior && d < float64(m.cfg.MaxBanTime); i++ {
+		d *= m.cfg.BanTimeFactor
+	}
+	return min(time.Duration(d), m.cfg.MaxBanTime)
+}
+
+// banLocked decides a ban of p: permanent once PermanentAfter temporary bans
+// are known within the escalation window, temporary otherwise.
+func (m *Monitor) banLocked(p netip.Prefix, rec *record, now, recv time.Time, reason string) {
+	b := state.Ban{Prefix: p, Reason: reason, Server: m.server, Strikes: rec.strikes, Created: now}
+	if m.cfg.PermanentAfter > 0 && rec.escal >= m.cfg.PermanentAfter {
+		b.Permanent = true
+		b.Reason += fmt.Sprintf(" (after %d temporary bans)", rec.escal)
+	} else {
+		b.Expires = now.Add(m.banDuration(rec.escal))
+		rec.escal++
+		m.counters.enqueue(counterOp{kind: opEscalate, prefix: p, recv: recv})
+	}
+	m.setBanLocked(b, false, recv)
+	m.met.bans.WithLabelValues(kind(b.Permanent), "local").Inc()
+	m.writer.put(b, nil)
+	m.log.Info("ban", "prefix", p, "permanent", b.Permanent, "expires", b.Expires, "strikes", b.Strikes, "reason", b.Reason)
+}
+
+// setBanLocked makes b enforced here and queues it for the firewall.
+func (m *Monitor) setBanLocked(b state.Ban, confirmed bool, recv time.Time) {
+	m.seq++
+	m.bans[b.Prefix] = &localBan{ban: b, seq: m.seq, confirmed: confirmed}
+	m.fwq.add(b.Prefix, b.Expires, recv)
+}
+
+// removeBanLocked stops enforcing p here.
+func (m *Monitor) removeBanLocked(p netip.Prefix) bool {
+	if _, ok := m.bans[p]; !ok {
+		return false
+	}
+	m.seq++
+	delete(m.bans, p)
+	m.fwq.del(p)
+	return true
+}
+
+// onStrikeCount takes the store's cluster-wide strike count for p.
+func (m *Monitor) onStrikeCount(p netip.Prefix, n int64, recv time.Time, reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.clock.Now()
+	rec := m.recordLocked(p, now)
+	if n <= rec.strikes {
+		return
+	}
+	rec.strikes = n
+	if n >= m.cfg.Threshold && !m.bannedLocked(p, now) {
+		m.banLocked(p, rec, now, recv, reason+" (cluster-wide)")
+	}
+}
+
+// onEscalation takes the store's cluster-wide count of temporary bans of p,
+// this one included; past PermanentAfter, the current ban becomes permanent.
+func (m *Monitor) onEscalation(p netip.Prefix, n int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.clock.Now()
+	rec := m.recordLocked(p, now)
+	rec.escal = max(rec.escal, n)
+	if m.cfg.PermanentAfter == 0 || n <= m.cfg.PermanentAfter {
+		return
+	}
+	lb := m.bans[p]
+	if lb == nil || lb.ban.Permanent || !now.Before(lb.ban.Expires) {
+		return // the next ban will be permanent
+	}
+	b := lb.ban
+	b.Permanent, b.Expires = true, time.Time{}
+	b.Reason += fmt.Sprintf(" (after %d temporary bans)", n-1)
+	m.setBanLocked(b, false, time.Time{})
+	m.met.bans.WithLabelValues(kind(true), "local").Inc()
+	m.writer.put(b, nil)
+	m.log.Info("ban made permanent", "prefix", p, "temporary_bans", n-1)
+}
+
+// resetStrikes applies OnSuccessReset: here at once, and again when the
+// store has reset, after any strike counts queued before it came back.
+func (m *Monitor) resetStrikes(p netip.Prefix) {
+	m.onReset(p)
+	m.counters.enqueue(counterOp{kind: opReset, prefix: p})
+}
+
+func (m *Monitor) onReset(p netip.Prefix) {
+	m.mu.Lock()
+	if r := m.records[p]; r != nil {
+		r.strikes = 0
+	}
+	m.mu.Unlock()
+}
+
+func kind(permanent bool) string {
+	if permanent {
+		return "permanent"
+	}
+	return "temporary"
+}
+
+func strikeKey(p netip.Prefix) string     { return "intrusion:strikes:" + p.String() }
+func escalationKey(p netip.Prefix) string { return "intrusion:escalation:" + p.String() }
+
+// attemptReason describes a failed attempt for operators. The account name
+// comes from the attacker, so it is shortened and stripped of control
+// characters; secrets are never part of a SecurityEvent.
+func attemptReason(ev ami.SecurityEvent) string {
+	acct := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, ev.AccountID)
+	if len(acct) > 40 {
+		acct = acct[:40] + "..."
+	}
+	return fmt.Sprintf("failed %s login (%s, account %q)", ev.Service, ev.Type, acct)
+}

@@ -1,0 +1,418 @@
+package intrusion
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/asterisksupport/doorman/app/state"
+)
+
+// BatchBans may be implemented by a state.Bans that can pipeline. The
+// Monitor then writes whatever queued up in one round trip per kind instead
+// of one per item, which is what keeps a flood of failed attempts cheap.
+// (A suggested addition to state.Bans; optional here.)
+type BatchBans interface {
+	// IncrMany does Incr(keys[i], windows[i]) for every i and returns the
+	// new values in order.
+	IncrMany(ctx context.Context, keys []string, windows []time.Duration) ([]int64, error)
+	// PutBans does PutBan for each ban.
+	PutBans(ctx context.Context, bans []state.Ban) error
+}
+
+// banWriter writes ban decisions to the store in the background and keeps
+// them until the store has taken them: while the store is down, decisions
+// wait (the newest per prefix wins) and are retried with backoff, so no
+// ban is lost.
+type banWriter struct {
+	m       *Monitor
+	mu      sync.Mutex
+	pending map[netip.Prefix]*banOp
+	wake    chan struct{}
+	down    bool
+	urgent  bool
+}
+
+type banOp struct {
+	del  bool // DeleteBan and reset the counters; else PutBan
+	ban  state.Ban
+	done chan error // operator calls wait for the first attempt
+}
+
+const (
+	retryMin = 50 * time.Millisecond
+	retryMax = 5 * time.Second
+)
+
+func newBanWriter(m *Monitor) *banWriter {
+	return &banWriter{m: m, pending: make(map[netip.Prefix]*banOp), wake: make(chan struct{}, 1)}
+}
+
+func (w *banWriter) queue(p netip.Prefix, op *banOp) {
+	w.mu.Lock()
+	if old := w.pending[p]; old != nil && old.done != nil {
+		old.done <- nil // superseded by a newer decision
+		old.done = nil
+	}
+	w.pending[p] = op
+	w.urgent = w.urgent || op.done != nil
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *banWriter) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// kick retries at once, skipping the backoff: the store is back (the feed
+// resynced) or an operator is waiting.
+func (w *banWriter) kick() {
+	w.mu.Lock()
+	w.urgent = true
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *banWriter) takeUrgent() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	u := w.urgent
+	w.urgent = false
+	return u
+}
+
+// put queues b; done (optional, buffered) gets the first write's result.
+func (w *banWriter) put(b state.Ban, done chan error) {
+	w.queue(b.Prefix, &banOp{ban: b, done: done})
+}
+
+func (w *banWriter) remove(p netip.Prefix, done chan error) {
+	w.queue(p, &banOp{del: true, ban: state.Ban{Prefix: p}, done: done})
+}
+
+func (w *banWriter) pendingLen() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending)
+}
+
+func (w *banWriter) run(ctx context.Context) {
+	delay := retryMin
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+			if retry != nil && !w.takeUrgent() {
+				continue // backing off; the timer will flush
+			}
+		case <-retry:
+			retry = nil
+		}
+		if w.flush(ctx) {
+			delay = retryMin
+			continue
+		}
+		retry = time.After(delay)
+		delay = min(2*delay, retryMax)
+	}
+}
+
+// flush writes everything pending and reports whether the store took it.
+func (w *banWriter) flush(ctx context.Context) bool {
+	w.mu.Lock()
+	ops := w.pending
+	w.pending = make(map[netip.Prefix]*banOp, 8)
+	wasDown := w.down
+	w.mu.Unlock()
+	if len(ops) == 0 {
+		return true
+	}
+	m := w.m
+	now := m.clock.Now()
+	var failed error
+	var puts []*banOp
+	for p, op := range ops {
+		if failed != nil {
+			w.requeue(p, op, failed) // not tried: the store just failed
+			continue
+		}
+		if !op.del && !op.ban.Permanent && !op.ban.Expires.After(now) {
+			w.finish(op, nil) // expired while waiting: nothing left to share
+			continue
+		}
+		if !op.del {
+			if _, ok := m.store.(BatchBans); ok {
+				puts = append(puts, op)
+				continue
+			}
+		}
+		err := w.write(ctx, op)
+		if err != nil {
+			failed = err
+			w.requeue(p, op, err)
+			continue
+		}
+		w.finish(op, nil)
+	}
+	if len(puts) > 0 && failed == nil {
+		failed = w.writeBatch(ctx, puts)
+	} else {
+		for _, op := range puts {
+			w.requeue(op.ban.Prefix, op, failed)
+		}
+	}
+	w.mu.Lock()
+	w.down = failed != nil
+	n := len(w.pending)
+	w.mu.Unlock()
+	switch {
+	case failed != nil && !wasDown:
+		m.log.Warn("store unavailable; enforcing bans locally and queueing them", "pending", n, "err", failed)
+	case failed == nil && wasDown:
+		m.log.Info("store is back; queued ban decisions written", "written", len(ops))
+	}
+	return failed == nil
+}
+
+func (w *banWriter) write(ctx context.Context, op *banOp) error {
+	m := w.m
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
+	defer cancel()
+	if !op.del {
+		if err := m.store.PutBan(ctx, op.ban); err != nil {
+			m.met.storeErrors.WithLabelValues("put_ban").Inc()
+			return fmt.Errorf("intrusion: store ban %s: %w", op.ban.Prefix, err)
+		}
+		m.confirm(op.ban)
+		return nil
+	}
+	p := op.ban.Prefix
+	err := errors.Join(m.store.DeleteBan(ctx, p), m.store.Reset(ctx, strikeKey(p)), m.store.Reset(ctx, escalationKey(p)))
+	if err != nil {
+		m.met.storeErrors.WithLabelValues("delete_ban").Inc()
+		return fmt.Errorf("intrusion: store unban %s: %w", p, err)
+	}
+	return nil
+}
+
+func (w *banWriter) writeBatch(ctx context.Context, ops []*banOp) error {
+	m := w.m
+	bans := make([]state.Ban, len(ops))
+	for i, op := range ops {
+		bans[i] = op.ban
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
+	defer cancel()
+	if err := m.store.(BatchBans).PutBans(ctx, bans); err != nil {
+		m.met.storeErrors.WithLabelValues("put_ban").Inc()
+		err = fmt.Errorf("intrusion: store %d bans: %w", len(bans), err)
+		for _, op := range ops {
+			w.requeue(op.ban.Prefix, op, err)
+		}
+		return err
+	}
+	for _, op := range ops {
+		m.confirm(op.ban)
+		w.finish(op, nil)
+	}
+	return nil
+}
+
+// requeue keeps op for the next round unless a newer decision replaced it.
+func (w *banWriter) requeue(p netip.Prefix, op *banOp, err error) {
+	w.mu.Lock()
+	done := op.done
+	if err != nil {
+		op.done = nil
+	}
+	if _, newer := w.pending[p]; !newer {
+		w.pending[p] = op
+	}
+	w.mu.Unlock()
+	if err != nil && done != nil {
+		done <- err
+	}
+}
+
+func (w *banWriter) finish(op *banOp, err error) {
+	if op.done != nil {
+		op.done <- err
+	}
+}
+
+// confirm notes that the store has b.
+func (m *Monitor) confirm(b state.Ban) {
+	m.mu.Lock()
+	if lb := m.bans[b.Prefix]; lb != nil && sameBan(lb.ban, b) {
+		lb.confirmed = true
+	}
+	m.mu.Unlock()
+}
+
+// sameBan compares the parts of a ban that matter for enforcement.
+func sameBan(a, b state.Ban) bool {
+	return a.Prefix == b.Prefix && a.Permanent == b.Permanent && a.Expires.Equal(b.Expires)
+}
+
+// counterWorkers update the shared strike and escalation counters. Each
+// prefix always goes to the same worker, so its updates stay in order,
+// while several workers hide the store's round trips. Counter updates that
+// fail are dropped (counted): they only refine local decisions, which go on
+// without them.
+type counterWorkers struct {
+	m      *Monitor
+	seed   maphash.Seed
+	shards []*counterShard
+}
+
+type counterShard struct {
+	mu   sync.Mutex
+	ops  []counterOp
+	wake chan struct{}
+}
+
+type counterKind uint8
+
+const (
+	opStrike counterKind = iota
+	opEscalate
+	opReset
+)
+
+type counterOp struct {
+	kind   counterKind
+	prefix netip.Prefix
+	recv   time.Time
+	reason string
+}
+
+// maxCounterQueue bounds each worker's backlog while the store is slow.
+const maxCounterQueue = 100_000
+
+func newCounterWorkers(m *Monitor, n int) *counterWorkers {
+	c := &counterWorkers{m: m, seed: maphash.MakeSeed()}
+	for range n {
+		c.shards = append(c.shards, &counterShard{wake: make(chan struct{}, 1)})
+	}
+	return c
+}
+
+func (c *counterWorkers) enqueue(op counterOp) {
+	s := c.shards[maphash.Comparable(c.seed, op.prefix)%uint64(len(c.shards))]
+	s.mu.Lock()
+	if len(s.ops) >= maxCounterQueue {
+		s.mu.Unlock()
+		c.m.met.storeErrors.WithLabelValues("overflow").Inc()
+		return
+	}
+	s.ops = append(s.ops, op)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *counterWorkers) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, s := range c.shards {
+		wg.Go(func() { c.runShard(ctx, s) })
+	}
+	wg.Wait()
+}
+
+func (c *counterWorkers) runShard(ctx context.Context, s *counterShard) {
+	var batch []counterOp
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		}
+		s.mu.Lock()
+		batch, s.ops = s.ops, batch[:0]
+		s.mu.Unlock()
+		if bb, ok := c.m.store.(BatchBans); ok {
+			c.batch(ctx, bb, batch)
+		} else {
+			for _, op := range batch {
+				c.one(ctx, op)
+			}
+		}
+		clear(batch)
+	}
+}
+
+func (c *counterWorkers) key(op counterOp) (string, time.Duration) {
+	if op.kind == opEscalate {
+		return escalationKey(op.prefix), c.m.cfg.EscalationWindow
+	}
+	return strikeKey(op.prefix), c.m.cfg.StrikeWindow
+}
+
+func (c *counterWorkers) one(ctx context.Context, op counterOp) {
+	m := c.m
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
+	defer cancel()
+	key, window := c.key(op)
+	if op.kind == opReset {
+		if err := m.store.Reset(ctx, key); err != nil {
+			m.met.storeErrors.WithLabelValues("reset").Inc()
+		}
+		m.onReset(op.prefix)
+		return
+	}
+	n, err := m.store.Incr(ctx, key, window)
+	if err != nil {
+		m.met.storeErrors.WithLabelValues("incr").Inc()
+		return
+	}
+	c.result(op, n)
+}
+
+func (c *counterWorkers) batch(ctx context.Context, bb BatchBans, ops []counterOp) {
+	var incr []counterOp
+	keys := make([]string, 0, len(ops))
+	windows := make([]time.Duration, 0, len(ops))
+	for _, op := range ops {
+		if op.kind == opReset {
+			c.one(ctx, op)
+			continue
+		}
+		k, w := c.key(op)
+		incr = append(incr, op)
+		keys = append(keys, k)
+		windows = append(windows, w)
+	}
+	if len(incr) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.m.cfg.StoreTimeout)
+	defer cancel()
+	ns, err := bb.IncrMany(ctx, keys, windows)
+	if err != nil || len(ns) != len(incr) {
+		c.m.met.storeErrors.WithLabelValues("incr").Add(float64(len(incr)))
+		return
+	}
+	for i, op := range incr {
+		c.result(op, ns[i])
+	}
+}
+
+func (c *counterWorkers) result(op counterOp, n int64) {
+	switch op.kind {
+	case opStrike:
+		c.m.onStrikeCount(op.prefix, n, op.recv, op.reason)
+	case opEscalate:
+		c.m.onEscalation(op.prefix, n)
+	}
+}

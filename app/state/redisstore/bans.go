@@ -1,0 +1,198 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/asterisksupport/doorman/app/state"
+)
+
+// strikeScript increments a counter and starts its window on the first
+// increment (or when a counter somehow lost its expiry).
+var strikeScript = redis.NewScript(`
+local n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return n`)
+
+// putBanScript: KEYS ban, index; ARGV json, expiry ms (0 = permanent),
+// member, channel, event, now ms.
+var putBanScript = redis.NewScript(`
+if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[2], 'inf', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1`)
+
+// delBanScript: KEYS ban, index; ARGV member, channel, event.
+var delBanScript = redis.NewScript(`
+local n = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return n`)
+
+// wireBanEvent is a ban feed message.
+type wireBanEvent struct {
+	Kind state.EventKind `json:"k"`
+	Ban  state.Ban       `json:"b"`
+}
+
+// Incr atomically increments counter key; it expires window after its
+// first increment.
+func (s *Store) Incr(ctx context.Context, key string, window time.Duration) (int64, error) {
+	if window <= 0 {
+		return 0, fmt.Errorf("redisstore: incr %q: window %v must be positive", key, window)
+	}
+	ms := max(window.Milliseconds(), 1)
+	n, err := strikeScript.Run(ctx, s.rdb, []string{s.k.strike(key)}, ms).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("redisstore: incr %q: %w", key, err)
+	}
+	return n, nil
+}
+
+// Reset deletes counter key.
+func (s *Store) Reset(ctx context.Context, key string) error {
+	if err := s.rdb.Del(ctx, s.k.strike(key)).Err(); err != nil {
+		return fmt.Errorf("redisstore: reset %q: %w", key, err)
+	}
+	return nil
+}
+
+// PutBan stores b, replacing the ban of the same prefix, and publishes it.
+func (s *Store) PutBan(ctx context.Context, b state.Ban) error {
+	if err := b.Validate(); err != nil {
+		return fmt.Errorf("redisstore: put: %w", err)
+	}
+	b.Prefix = b.Prefix.Masked()
+	if b.Permanent {
+		b.Expires = time.Time{}
+	}
+	js, err := json.Marshal(b)
+	if err != nil {
+		return fmt.Errorf("redisstore: put ban %v: %w", b.Prefix, err)
+	}
+	ev, err := json.Marshal(wireBanEvent{Kind: state.Added, Ban: b})
+	if err != nil {
+		return fmt.Errorf("redisstore: put ban %v: %w", b.Prefix, err)
+	}
+	exp := int64(0)
+	if !b.Permanent {
+		exp = max(b.Expires.UnixMilli(), 1)
+	}
+	member := b.Prefix.String()
+	err = putBanScript.Run(ctx, s.rdb, []string{s.k.ban(member), s.k.bans()},
+		js, exp, member, s.k.banFeed(), ev, time.Now().UnixMilli()).Err()
+	if err != nil {
+		return fmt.Errorf("redisstore: put ban %v: %w", b.Prefix, err)
+	}
+	return nil
+}
+
+// DeleteBan removes the ban for p, if any, and publishes the removal
+// (always, so agents holding a stale copy drop it too).
+func (s *Store) DeleteBan(ctx context.Context, p netip.Prefix) error {
+	if !p.IsValid() {
+		return fmt.Errorf("redisstore: delete ban: invalid prefix")
+	}
+	p = p.Masked()
+	ev, err := json.Marshal(wireBanEvent{Kind: state.Removed, Ban: state.Ban{Prefix: p}})
+	if err != nil {
+		return fmt.Errorf("redisstore: delete ban %v: %w", p, err)
+	}
+	member := p.String()
+	err = delBanScript.Run(ctx, s.rdb, []string{s.k.ban(member), s.k.bans()},
+		member, s.k.banFeed(), ev).Err()
+	if err != nil {
+		return fmt.Errorf("redisstore: delete ban %v: %w", p, err)
+	}
+	return nil
+}
+
+// mgetChunk bounds one MGET so a huge listing does not block Redis.
+const mgetChunk = 1000
+
+// ListBans returns every ban that has not expired.
+func (s *Store) ListBans(ctx context.Context) ([]state.Ban, error) {
+	now := time.Now().UnixMilli()
+	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.k.bans(),
+		Start: "(" + strconv.FormatInt(now, 10), Stop: "+inf", ByScore: true}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: list bans: %w", err)
+	}
+	keys := make([]string, len(members))
+	for i, m := range members {
+		keys[i] = s.k.ban(m)
+	}
+	vals, err := s.mget(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: list bans: %w", err)
+	}
+	bans := make([]state.Ban, 0, len(vals))
+	for _, v := range vals {
+		var b state.Ban
+		if err := json.Unmarshal([]byte(v), &b); err != nil {
+			s.log.Warn("skipping undecodable ban", "err", err)
+			continue
+		}
+		bans = append(bans, b)
+	}
+	return bans, nil
+}
+
+// mget reads keys in pipelined chunks and returns the values that exist.
+func (s *Store) mget(ctx context.Context, keys []string) ([]string, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*redis.SliceCmd, 0, len(keys)/mgetChunk+1)
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := 0; i < len(keys); i += mgetChunk {
+			cmds = append(cmds, p.MGet(ctx, keys[i:min(i+mgetChunk, len(keys))]...))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	out := make([]string, 0, len(keys))
+	for _, c := range cmds {
+		for _, v := range c.Val() {
+			if str, ok := v.(string); ok {
+				out = append(out, str)
+			}
+		}
+	}
+	return out, nil
+}
+
+// WatchBans streams ban changes of every agent until ctx ends, with a
+// Resync after each reconnect. It returns once the subscription is
+// confirmed, so changes made after it returns are delivered.
+func (s *Store) WatchBans(ctx context.Context) (<-chan state.BanEvent, error) {
+	decode := func(payload string) (state.BanEvent, error) {
+		var w wireBanEvent
+		if err := json.Unmarshal([]byte(payload), &w); err != nil {
+			return state.BanEvent{}, err
+		}
+		return state.BanEvent{Kind: w.Kind, Ban: w.Ban}, nil
+	}
+	ch, err := watch(ctx, s, s.k.banFeed(), decode, state.BanEvent{Kind: state.Resync})
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: watch bans: %w", err)
+	}
+	return ch, nil
+}

@@ -1,0 +1,126 @@
+package asterisksim
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Config describes one simulated Asterisk server.
+type Config struct {
+	SystemName string // asterisk.conf systemname, e.g. "aim-a"; also the contacts' RegServer
+	EntityID   string // asterisk.conf entityid, e.g. "02:00:00:00:00:0a"
+	Version    string // default "GIT-22-69535d4837"
+
+	AMIAddr     string // TCP, e.g. "127.0.0.1:5038"; "" disables AMI
+	SIPAddr     string // UDP and TCP on the same host:port, e.g. "127.0.0.1:5060"; "" disables SIP
+	HTTPAddr    string // ARI (served by ari.NewHandler); "" disables HTTP
+	ControlAddr string // optional HTTP control surface (see the package doc); "" disables it
+
+	Endpoints map[string]string // endpoint/AOR/auth name -> password (max_contacts=1)
+	AMIUsers  map[string]string // manager.conf user -> secret
+	// AMIRead optionally restricts a user's read classes ("security,system,call,user").
+	// A user not listed reads everything (read=all).
+	AMIRead map[string]string
+	// AMIWrite optionally restricts a user's write classes (for actions); default all.
+	AMIWrite map[string]string
+	ARIUsers map[string]string // ari.conf user -> password
+	Realm    string            // digest realm, default "asterisk"
+	Context  string            // dialplan context of the hints, default "default"
+
+	SecurityLogPath string // the logger.conf "security => security" file; "" disables it
+	StateDir        string // where Stasis: device states persist (like astdb); "" keeps them in memory only
+
+	// AuthFailDelay is how long a failed AMI login waits before its reply
+	// (Asterisk: 1 s). 0 means 1 s; a negative value means no delay.
+	AuthFailDelay time.Duration
+	// PlainHints makes every hint "PJSIP/<ext>" instead of "PJSIP/<ext>&Stasis:<ext>",
+	// like the instance of the first captures.
+	PlainHints bool
+	// RemoveExisting replaces a registered contact by a new one (pjsip remove_existing=yes);
+	// by default a second contact is refused with 403 as max_contacts=1 does.
+	RemoveExisting bool
+	// DefaultExpires, MinExpires and MaxExpires are the AOR's default_expiration (3600),
+	// minimum_expiration (60) and maximum_expiration (7200).
+	DefaultExpires, MinExpires, MaxExpires int
+	// ExpiryCheck is how often expired contacts are pruned (default 1 s).
+	ExpiryCheck time.Duration
+}
+
+func (c *Config) applyDefaults() {
+	if c.Version == "" {
+		c.Version = "GIT-22-69535d4837"
+	}
+	if c.Realm == "" {
+		c.Realm = "asterisk"
+	}
+	if c.Context == "" {
+		c.Context = "default"
+	}
+	if c.AuthFailDelay == 0 {
+		c.AuthFailDelay = time.Second
+	}
+	if c.AuthFailDelay < 0 {
+		c.AuthFailDelay = 0
+	}
+	if c.DefaultExpires == 0 {
+		c.DefaultExpires = 3600
+	}
+	if c.MinExpires == 0 {
+		c.MinExpires = 60
+	}
+	if c.MaxExpires == 0 {
+		c.MaxExpires = 7200
+	}
+	if c.ExpiryCheck <= 0 {
+		c.ExpiryCheck = time.Second
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.SystemName == "" {
+		errs = append(errs, errors.New("SystemName is empty"))
+	}
+	if c.EntityID == "" {
+		errs = append(errs, errors.New("EntityID is empty"))
+	}
+	for name := range c.Endpoints {
+		if name == "" || strings.ContainsAny(name, " /;@:&\r\n\t") {
+			errs = append(errs, fmt.Errorf("endpoint name %q is not usable", name))
+		}
+	}
+	for user := range c.AMIUsers {
+		if user == "" || strings.ContainsAny(user, "\r\n") {
+			errs = append(errs, fmt.Errorf("AMI user %q is not usable", user))
+		}
+	}
+	if c.MinExpires > c.MaxExpires {
+		errs = append(errs, fmt.Errorf("MinExpires %d > MaxExpires %d", c.MinExpires, c.MaxExpires))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("asterisksim: config: %w", err)
+	}
+	return nil
+}
+
+// amiReadAllows reports whether user may read events of class.
+func (c *Config) amiReadAllows(user, class string) bool { return permits(c.AMIRead, user, class) }
+
+// amiWriteAllows reports whether user may run actions of class.
+func (c *Config) amiWriteAllows(user, class string) bool { return permits(c.AMIWrite, user, class) }
+
+func permits(m map[string]string, user, class string) bool {
+	perms, ok := m[user]
+	if !ok {
+		return true
+	}
+	for _, p := range strings.Split(perms, ",") {
+		p = strings.TrimSpace(strings.ToLower(p))
+		if p == "all" || p == class {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,37 @@
+// Package asterisksim is a protocol-faithful Asterisk 22 simulator for the
+// doorman end-to-end tests: it puts on the wire the same bytes as the real
+// Asterisk captured in ../shared/asterisk-transcripts for the same actions.
+//
+// It owns:
+//   - an AMI server (TCP): banner, plaintext and MD5 (Challenge) login with
+//     Asterisk's 1 s delay on failure, Events, Ping, CoreSettings, CoreStatus,
+//     UserEvent, PJSIPShowContacts, PJSIPShowEndpoints, ExtensionStateList,
+//     DeviceStateList, ExtensionState, and Asterisk's error replies; the event
+//     stream (security events, PeerStatus, ContactStatus, DeviceStateChange,
+//     ExtensionStatus, FullyBooted) filtered by the session's event mask and
+//     the user's read classes;
+//   - a PJSIP-like registrar on UDP and TCP (same host:port) with MD5 digest
+//     (qop=auth), max_contacts=1, expiry, and the security events of
+//     res_pjsip (InvalidAccountID, ChallengeSent, ChallengeResponseFailed,
+//     SuccessfulAuth) with the real packet source as RemoteAddress;
+//   - the `security` log file in res_security_log.c's format (fail2ban's
+//     asterisk filter reads it);
+//   - device states, hints "PJSIP/<ext>&Stasis:<ext>" aggregated with
+//     Asterisk's rank, and Stasis: custom states persisted in StateDir (like
+//     astdb) and replayed after Restart;
+//   - the core behind the ARI server of package ari (Sim.Backend).
+//
+// # Control API
+//
+// With Config.ControlAddr set, an HTTP server offers (JSON bodies):
+//
+//	POST /control/devicestate  {"device":"PJSIP/1001","state":"RINGING"}  -> 204
+//	GET  /control/devicestate?device=PJSIP/1001                         -> {"device":..,"state":..}
+//	POST /control/restart                                               -> 204 (like Sim.Restart)
+//	GET  /control/contacts                                              -> [Contact...]
+//	GET  /control/info                                                  -> bound addresses
+//	POST /control/agi  {"addr":"127.0.0.1:4573","script":"dialLocal","args":["1001","25","TtWw","1001"]}
+//	                                                                    -> AGIResult (501 without a FastAGI client)
+//
+// Errors come back as {"message": "..."} with a 4xx/5xx status.
+package asterisksim
