@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,6 +86,13 @@ func startBench(b *testing.B, st benchStore, indexRefresh time.Duration) (addr s
 	return ln.Addr().String(), envs
 }
 
+// cpuTime is this process's user+system CPU time (client and server both).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func checkReply(rep agiReply) error {
 	if s := rep.vars[VarDialStatus]; s != StatusLocal && s != StatusRemote {
 		return fmt.Errorf("dialStatus %q (%q)", s, rep.commands)
@@ -100,10 +108,11 @@ func benchOpenLoop(b *testing.B, st benchStore, indexRefresh time.Duration, rate
 	n := max(b.N, 2*rate) // at least two seconds of load
 	lat := make([]time.Duration, n)
 	var failed atomic.Int64
+	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	interval := time.Second / time.Duration(rate)
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	for i := range n {
 		due := start.Add(time.Duration(i) * interval)
 		if d := time.Until(due); d > 0 {
@@ -118,6 +127,7 @@ func benchOpenLoop(b *testing.B, st benchStore, indexRefresh time.Duration, rate
 			}
 			if err != nil {
 				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err)
 			}
 			lat[i] = time.Since(due)
 		}()
@@ -129,8 +139,9 @@ func benchOpenLoop(b *testing.B, st benchStore, indexRefresh time.Duration, rate
 	b.ReportMetric(float64(lat[n*99/100].Microseconds())/1000, "p99_ms")
 	b.ReportMetric(float64(lat[n-1].Microseconds())/1000, "max_ms")
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "sessions/s")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(n), "cpu_us/session")
 	if f := failed.Load(); f > 0 {
-		b.Fatalf("%d of %d sessions failed", f, n)
+		b.Fatalf("%d of %d sessions failed, first: %v", f, n, firstErr.Load())
 	}
 }
 
@@ -142,7 +153,7 @@ func benchPeak(b *testing.B, st benchStore, indexRefresh time.Duration, clients 
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	for range clients {
 		wg.Add(1)
 		go func() {
@@ -166,6 +177,7 @@ func benchPeak(b *testing.B, st benchStore, indexRefresh time.Duration, clients 
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "sessions/s")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu_us/session")
 	if f := failed.Load(); f > 0 {
 		b.Fatalf("%d of %d sessions failed, first: %v", f, b.N, firstErr.Load())
 	}
