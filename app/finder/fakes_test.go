@@ -24,6 +24,7 @@ type memStore struct {
 	fail     error                                        // injected for every call
 	replaces int
 	lookups  int
+	byAOR    map[string][]state.Registration // lazily rebuilt after writes
 }
 
 func newMemStore() *memStore {
@@ -44,6 +45,7 @@ func (s *memStore) setFail(err error) { s.mu.Lock(); s.fail = err; s.mu.Unlock()
 func (s *memStore) PutRegistration(_ context.Context, r state.Registration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.byAOR = nil
 	if s.fail != nil {
 		return s.fail
 	}
@@ -57,6 +59,7 @@ func (s *memStore) PutRegistration(_ context.Context, r state.Registration) erro
 func (s *memStore) DeleteRegistration(_ context.Context, server, aor, contact string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.byAOR = nil
 	if s.fail != nil {
 		return s.fail
 	}
@@ -67,6 +70,7 @@ func (s *memStore) DeleteRegistration(_ context.Context, server, aor, contact st
 func (s *memStore) ReplaceRegistrations(_ context.Context, server string, regs []state.Registration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.byAOR = nil
 	if s.fail != nil {
 		return s.fail
 	}
@@ -105,9 +109,18 @@ func (s *memStore) LookupAOR(_ context.Context, aor string) ([]state.Registratio
 	if s.fail != nil {
 		return nil, s.fail
 	}
+	if s.byAOR == nil {
+		s.byAOR = map[string][]state.Registration{}
+		for _, m := range s.regs {
+			for _, r := range m {
+				s.byAOR[r.AOR] = append(s.byAOR[r.AOR], r)
+			}
+		}
+	}
+	now := s.now()
 	var out []state.Registration
-	for _, r := range s.live(s.now()) {
-		if r.AOR == aor {
+	for _, r := range s.byAOR[aor] {
+		if r.Expires.After(now) && s.beats[r.Server].After(now) {
 			out = append(out, r)
 		}
 	}

@@ -70,7 +70,7 @@ func NewTracker(cfg Config, deps TrackerDeps) (*Tracker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Tracker{cfg: cfg, deps: deps, log: deps.Log.With("job", "finder"), m: m,
+	return &Tracker{cfg: cfg, deps: deps, log: deps.Log, m: m,
 		known: map[contactKey]state.Registration{}}, nil
 }
 
@@ -143,6 +143,9 @@ func (t *Tracker) Run(ctx context.Context) error {
 // resync should follow to learn the new contact's expiry and user agent.
 func (t *Tracker) handleContactStatus(ctx context.Context, m *ami.Message) bool {
 	c, ok := parseContactStatus(m)
+	if ok && (state.Registration{Server: t.cfg.Server, AOR: c.key.aor, Contact: c.key.uri, Expires: time.Unix(1, 0)}).Validate() != nil {
+		ok = false
+	}
 	if !ok {
 		t.m.events.WithLabelValues("malformed").Inc()
 		return false
