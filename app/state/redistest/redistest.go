@@ -61,6 +61,11 @@ func WithClientCerts() Option {
 	return func(s *Server) { s.tls, s.clientCerts = true, true }
 }
 
+// WithArgs adds raw redis-server arguments, one word each.
+func WithArgs(args ...string) Option {
+	return func(s *Server) { s.extra = append(s.extra, args...) }
+}
+
 // Server is one redis-server process under test control.
 type Server struct {
 	// Addr is the loopback host:port the server listens on (TLS when
@@ -78,6 +83,7 @@ type Server struct {
 	persist     bool
 	tls         bool
 	clientCerts bool
+	extra       []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -235,7 +241,7 @@ func (s *Server) args() []string {
 		a = append(a, "--user", "default", "off", "--user", s.aclUser, "on", ">"+s.aclPass)
 		a = append(a, strings.Fields(s.aclRules)...)
 	}
-	return a
+	return append(a, s.extra...)
 }
 
 func (s *Server) start() error {
