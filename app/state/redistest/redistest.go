@@ -84,6 +84,7 @@ type Server struct {
 	tls         bool
 	clientCerts bool
 	extra       []string
+	sentinel    string // config file when this is a Sentinel
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -217,6 +218,10 @@ func (s *Server) Log() string {
 
 func (s *Server) args() []string {
 	_, port, _ := net.SplitHostPort(s.Addr)
+	if s.sentinel != "" {
+		return []string{s.sentinel, "--sentinel", "--port", port, "--bind", "127.0.0.1",
+			"--logfile", "", "--daemonize", "no", "--protected-mode", "no"}
+	}
 	a := []string{"--bind", "127.0.0.1", "--save", "", "--dir", s.dir,
 		"--logfile", "", "--daemonize", "no", "--protected-mode", "no"}
 	if s.persist {
@@ -259,7 +264,8 @@ func (s *Server) start() error {
 		for sc.Scan() {
 			line := sc.Text()
 			logBuf.WriteLine(line)
-			if strings.Contains(line, "Ready to accept connections") {
+			if strings.Contains(line, "Ready to accept connections") ||
+				s.sentinel != "" && strings.Contains(line, "+monitor master") {
 				once.Do(func() { close(ready) })
 			}
 		}
