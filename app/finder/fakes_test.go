@@ -271,3 +271,8 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+func testReg(server, aor string, expires time.Time) state.Registration {
+	return state.Registration{Server: server, ServerAddr: "10.0.0.2:5060", Endpoint: aor, AOR: aor,
+		Contact: "sip:" + aor + "@192.0.2.1:5060", Expires: expires, Updated: expires.Add(-time.Hour)}
+}
