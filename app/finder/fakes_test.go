@@ -23,6 +23,7 @@ type memStore struct {
 	beats    map[string]time.Time                         // server -> alive until
 	fail     error                                        // injected for every call
 	replaces int
+	puts     int
 	lookups  int
 	byAOR    map[string][]state.Registration // lazily rebuilt after writes
 }
@@ -40,6 +41,8 @@ func (s *memStore) beating(server string) bool {
 
 func (s *memStore) replaceCount() int { s.mu.Lock(); defer s.mu.Unlock(); return s.replaces }
 
+func (s *memStore) putCount() int { s.mu.Lock(); defer s.mu.Unlock(); return s.puts }
+
 func (s *memStore) setFail(err error) { s.mu.Lock(); s.fail = err; s.mu.Unlock() }
 
 func (s *memStore) PutRegistration(_ context.Context, r state.Registration) error {
@@ -49,6 +52,7 @@ func (s *memStore) PutRegistration(_ context.Context, r state.Registration) erro
 	if s.fail != nil {
 		return s.fail
 	}
+	s.puts++
 	if s.regs[r.Server] == nil {
 		s.regs[r.Server] = map[contactKey]state.Registration{}
 	}
@@ -210,6 +214,17 @@ func (f *fakeAMI) send(m ami.Message) {
 	}
 }
 
+// pending is how many sent events the subscriber has not taken yet.
+func (f *fakeAMI) pending() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, ch := range f.subs {
+		n += len(ch)
+	}
+	return n
+}
+
 func (f *fakeAMI) subscribed() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.subs) > 0 }
 
 func (f *fakeAMI) Action(ctx context.Context, a ami.Message) (ami.Message, []ami.Message, error) {
@@ -270,4 +285,9 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+func testReg(server, aor string, expires time.Time) state.Registration {
+	return state.Registration{Server: server, ServerAddr: "10.0.0.2:5060", Endpoint: aor, AOR: aor,
+		Contact: "sip:" + aor + "@192.0.2.1:5060", Expires: expires, Updated: expires.Add(-time.Hour)}
 }

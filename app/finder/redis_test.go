@@ -125,7 +125,9 @@ func newAGIRigOn(t *testing.T, cfg Config, st benchStore) *agiRig {
 // in-memory index (refreshed every 2 s) and asks Redis only on a miss.
 func BenchmarkDialLocalRedis(b *testing.B) {
 	srv := redistest.Start(b)
-	rs, err := redisstore.New(context.Background(), redisstore.Config{Addrs: []string{srv.Addr}}, nil)
+	// Filling 10,000 registrations per server in one replace takes more
+	// than the default 1 s read timeout on a loaded machine.
+	rs, err := redisstore.New(context.Background(), redisstore.Config{Addrs: []string{srv.Addr}, ReadTimeout: time.Minute}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
