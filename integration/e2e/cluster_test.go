@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"text/template"
 	"time"
@@ -295,13 +294,4 @@ func waitAnswered(t *testing.T, p *sipua.Phone, within time.Duration, what strin
 		t.Fatalf("%s: not answered: %v", what, err)
 	}
 	return st
-}
-
-// nftHas reports whether doorman's nftables sets in h mention addr.
-func nftHas(h *harness.Host, needle string) (bool, string) {
-	out, err := h.Run("nft", "list", "table", "inet", "doorman")
-	if err != nil {
-		return false, err.Error()
-	}
-	return strings.Contains(out, needle), out
 }

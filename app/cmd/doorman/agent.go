@@ -203,6 +203,7 @@ func startBLF(ctx context.Context, g *errgroup.Group, cfg config.Config, store s
 
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (state.Store, error) {
 	if len(cfg.Store.Redis.Addrs) > 0 {
+		redisstore.RouteLibraryLogs(log.With("component", "go-redis"))
 		return redisstore.New(ctx, cfg.Store.Redis, log.With("component", "redis"))
 	}
 	log.Info("no store.redis.addrs: using the embedded store (single server)", "path", cfg.Store.EmbeddedPath)
