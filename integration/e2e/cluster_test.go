@@ -244,7 +244,7 @@ func phone(t *testing.T, h *harness.Host, local, server, user, password string) 
 	var p *sipua.Phone
 	err := h.Do(func() (err error) {
 		p, err = sipua.New(context.Background(), sipua.Config{Server: server, LocalAddr: net.JoinHostPort(local, "0"),
-			User: user, Password: password, Timeout: 400 * time.Millisecond})
+			User: user, Password: password, Timeout: time.Second})
 		return err
 	})
 	if err != nil {
