@@ -135,6 +135,9 @@ func TestNeverBan(t *testing.T) {
 	if got := value(t, h.m.met.skipped.WithLabelValues(skipNeverBan)); got != 5 {
 		t.Errorf("skipped never_ban = %v, want 5", got)
 	}
+	if a, s := value(t, h.m.met.attempts), value(t, h.m.met.strikes); a != 6 || s != 1 {
+		t.Errorf("attempts, strikes = %v, %v; want 6, 1", a, s)
+	}
 	// Bans from the cluster are re-checked against this server's list.
 	for _, bad := range []string{"10.9.0.0/16", "0.0.0.0/0", "127.0.0.1/32", "2001:db8:5::/48"} {
 		h.store.inject(state.Ban{Prefix: pfx(bad), Permanent: true, Server: "pbx-evil"})
@@ -487,4 +490,16 @@ func TestBatchStoreIsUsed(t *testing.T) {
 	if store.callCount("incr_many") == 0 {
 		t.Fatal("IncrMany not used")
 	}
+}
+
+// Changes whose feed events were lost are picked up by the periodic resync.
+func TestPeriodicResync(t *testing.T) {
+	cfg := testConfig()
+	cfg.ResyncInterval = 50 * time.Millisecond
+	h := startMonitor(t, cfg)
+	b := state.Ban{Prefix: pfx("192.0.2.77/32"), Permanent: true, Server: "pbx-b"}
+	h.store.injectSilently(b, false)
+	h.waitBanned(b.Prefix, true)
+	h.store.injectSilently(b, true)
+	waitFor(t, "silent removal applied", func() bool { in, _ := h.fw.has(b.Prefix); return !in })
 }
