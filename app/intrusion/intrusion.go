@@ -290,6 +290,9 @@ func (m *Monitor) bannedLocked(p netip.Prefix, now time.Time) bool {
 // banDuration is the length of a temporary ban after prior earlier ones.
 func (m *Monitor) banDuration(prior int64) time.Duration {
 	d := float64(m.cfg.BanTime)
+	if m.cfg.BanTimeFactor <= 1 {
+		return m.cfg.BanTime
+	}
 	for i := int64(0); i < prior && d < float64(m.cfg.MaxBanTime); i++ {
 		d *= m.cfg.BanTimeFactor
 	}

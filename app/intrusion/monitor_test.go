@@ -503,3 +503,32 @@ func TestPeriodicResync(t *testing.T) {
 	h.store.injectSilently(b, true)
 	waitFor(t, "silent removal applied", func() bool { in, _ := h.fw.has(b.Prefix); return !in })
 }
+
+func TestBanDurationGrowsToTheCap(t *testing.T) {
+	cfg := testConfig()
+	cfg.BanTime, cfg.BanTimeFactor, cfg.MaxBanTime = 30*time.Second, 3, 10*time.Minute
+	h := newHarness(t, cfg, newFakeClock(), newFakeStore(newFakeClock()), nil, newFakeFirewall(newFakeClock()), "a")
+	for prior, want := range []time.Duration{30 * time.Second, 90 * time.Second, 270 * time.Second, 10 * time.Minute, 10 * time.Minute} {
+		if got := h.m.banDuration(int64(prior)); got != want {
+			t.Errorf("after %d bans: %s, want %s", prior, got, want)
+		}
+	}
+	if got := h.m.banDuration(1 << 40); got != cfg.MaxBanTime {
+		t.Errorf("huge prior count: %s", got)
+	}
+	h.m.cfg.BanTimeFactor = 1
+	if got := h.m.banDuration(1 << 40); got != cfg.BanTime {
+		t.Errorf("constant ban time after many bans: %s", got)
+	}
+}
+
+// Events handled before Run are enforced once it starts.
+func TestHandleBeforeRun(t *testing.T) {
+	clock := newFakeClock()
+	store := newFakeStore(clock)
+	h := newHarness(t, testConfig(), clock, store, store, newFakeFirewall(clock), "pbx-a")
+	h.m.Handle(failed("203.0.113.99:5060", "early"))
+	h.start()
+	h.waitBanned(pfx("203.0.113.99/32"), false)
+	waitFor(t, "early ban stored", func() bool { _, ok := store.ban(pfx("203.0.113.99/32")); return ok })
+}
