@@ -66,7 +66,7 @@ func NewAGIServer(cfg Config, deps AGIDeps) (*AGIServer, error) {
 		return nil, err
 	}
 	s := &AGIServer{
-		c: &compiled{cfg: cfg, tmpl: tmpl}, deps: deps, log: deps.Log.With("job", "finder"), m: m,
+		c: &compiled{cfg: cfg, tmpl: tmpl}, deps: deps, log: deps.Log, m: m,
 		sem: make(chan struct{}, cfg.MaxSessions), conns: map[net.Conn]struct{}{},
 	}
 	s.locate = deps.Store.LookupAOR

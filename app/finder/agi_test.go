@@ -39,8 +39,17 @@ func (r *agiRig) seed(server, aor, contact string) {
 
 func newAGIRig(t *testing.T, cfg Config) *agiRig {
 	t.Helper()
-	r := &agiRig{store: newMemStore()}
-	srv, err := NewAGIServer(cfg, AGIDeps{Store: r.store})
+	st := newMemStore()
+	r := newAGIRigWith(t, cfg, st)
+	r.store = st
+	return r
+}
+
+// newAGIRigWith serves dialLocal for st on a free loopback port.
+func newAGIRigWith(t *testing.T, cfg Config, st state.Registrations) *agiRig {
+	t.Helper()
+	r := &agiRig{}
+	srv, err := NewAGIServer(cfg, AGIDeps{Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}

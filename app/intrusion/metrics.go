@@ -33,6 +33,7 @@ type metrics struct {
 	bans         *prometheus.CounterVec // kind, origin
 	unbans       prometheus.Counter
 	skipped      *prometheus.CounterVec // reason
+	skip         map[string]prometheus.Counter
 	latency      prometheus.Histogram
 	repairs      prometheus.Counter
 	fwErrors     prometheus.Counter
@@ -76,8 +77,9 @@ func newMetrics(reg prometheus.Registerer, pending func() float64) (*metrics, er
 	for _, t := range knownTypes {
 		m.events[t] = ev.WithLabelValues(t)
 	}
+	m.skip = make(map[string]prometheus.Counter)
 	for _, r := range []string{skipIgnored, skipService, skipBadAddress, skipNeverBan, skipRemoteTrust, skipBadBan} {
-		m.skipped.WithLabelValues(r)
+		m.skip[r] = m.skipped.WithLabelValues(r)
 	}
 	if reg == nil {
 		return m, nil

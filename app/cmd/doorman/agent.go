@@ -62,6 +62,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	amiClient := ami.NewClient(ami.Config{
 		Addr: cfg.AMI.Addr, Username: cfg.AMI.Username, Secret: cfg.AMI.Secret, UseMD5: cfg.AMI.MD5,
 	}, log.With("component", "ami"))
+	reg.MustRegister(amiClient.Collectors()...)
 	g.Go(func() error { return amiClient.Run(ctx) })
 
 	health := map[string]func() error{
