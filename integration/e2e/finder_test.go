@@ -106,10 +106,11 @@ func (s *server) waitDial(t *testing.T, within time.Duration, wantDial, wantStat
 }
 
 // register registers p and fails the test unless it gets a 200. A lost
-// datagram is retried, as a phone's retransmissions would.
+// datagram is retried, as a phone's retransmissions would (the bed shares
+// two cores with other work: a 400 ms request timeout is sometimes missed).
 func register(t *testing.T, p *sipua.Phone, what string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := harness.Eventually(ctx, func() error {
 		p.NewDialog()
