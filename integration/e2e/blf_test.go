@@ -223,11 +223,11 @@ func TestBLF(t *testing.T) {
 		}
 		if err := lampsErr(10*time.Second, "Stasis:1001",
 			lamp{a, "UNAVAILABLE"}, lamp{b, "INUSE"}, lamp{cc, "INUSE"}); err != nil {
-			t.Errorf("after Redis restarted empty: Stasis:1001: %v", err)
+			t.Errorf("after Redis restarted empty (see the BUG above): Stasis:1001: %v", err)
 		}
 		if err := lampsErr(10*time.Second, "Stasis:1002",
 			lamp{a, "UNAVAILABLE"}, lamp{b, "RINGING"}, lamp{cc, "RINGING"}); err != nil {
-			t.Errorf("after Redis restarted empty: Stasis:1002: %v", err)
+			t.Errorf("after Redis restarted empty (see the BUG above): Stasis:1002: %v", err)
 		}
 
 		// A change made while Redis is down reaches the others once it is back.
@@ -238,7 +238,12 @@ func TestBLF(t *testing.T) {
 		}
 		if err := lampsErr(10*time.Second, "Stasis:1003",
 			lamp{a, "UNAVAILABLE"}, lamp{b, "RINGING"}, lamp{cc, "RINGING"}); err != nil {
-			t.Errorf("change made while Redis was down: Stasis:1003: %v", err)
+			// Seen: A's snapshot reaches the new Redis before the others
+			// resubscribe (the feed events are lost); their Resync reload
+			// skips A, whose heartbeat the restart wiped; when A beats
+			// again only the cached view is recomputed.
+			t.Errorf("BUG (app/blf fanout: pollLive/recomputeAll after reload): A's PJSIP/1003 RINGING is in the store "+
+				"but a server that reloaded while A was not yet live never counts it: Stasis:1003: %v", err)
 		}
 		for _, s := range c.servers {
 			s.waitHealthy("blf", "store")
