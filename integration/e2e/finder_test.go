@@ -364,4 +364,13 @@ func TestFinder(t *testing.T) {
 		b.waitDial(t, 15*time.Second, "PJSIP/"+interserver+"/sip:1001@"+a.host.IPv4.String()+":5060,25,TtWw", "REMOTE", args...)
 		b.waitDial(t, 15*time.Second, "PJSIP/"+interserver+"/sip:1002@"+a.host.IPv4.String()+":5060,25,TtWw", "REMOTE", "1002", "25", "TtWw")
 	})
+
+	t.Run("A's agent dies: its phones are no location after heartbeat_ttl", func(t *testing.T) {
+		a.agent.Kill()
+		// heartbeat_ttl 3s, plus one index refresh (2s) and slack.
+		b.waitDial(t, 10*time.Second, "", "NOTFOUND", args...)
+		if locs := b.whereis(t, "1001"); len(locs) != 0 {
+			t.Fatalf("whereis on B after A died: %+v", locs)
+		}
+	})
 }
