@@ -226,8 +226,9 @@ func newFirewall(cfg config.Config, log *slog.Logger) (firewall.Firewall, error)
 type bansView struct{ m *intrusion.Monitor }
 
 func (b bansView) List(ctx context.Context) ([]api.BanView, error) {
+	// With the store down, List still returns this server's view, with the error.
 	infos, err := b.m.List(ctx)
-	if err != nil {
+	if err != nil && len(infos) == 0 {
 		return nil, err
 	}
 	out := make([]api.BanView, 0, len(infos))
@@ -239,7 +240,7 @@ func (b bansView) List(ctx context.Context) ([]api.BanView, error) {
 		}
 		out = append(out, v)
 	}
-	return out, nil
+	return out, err
 }
 
 func (b bansView) Ban(ctx context.Context, p netip.Prefix, d time.Duration, reason string) error {
