@@ -71,7 +71,7 @@ func NewAGIServer(cfg Config, deps AGIDeps) (*AGIServer, error) {
 	}
 	s.locate = deps.Store.LookupAOR
 	if cfg.IndexRefresh > 0 {
-		s.idx = &index{st: deps.Store, now: deps.Now, maxAge: max(cfg.HeartbeatTTL, 2*cfg.IndexRefresh)}
+		s.idx = newIndex(deps.Store, deps.Now, max(cfg.HeartbeatTTL, 2*cfg.IndexRefresh))
 		s.locate = s.idx.locate
 	}
 	return s, nil
@@ -107,6 +107,8 @@ func (s *AGIServer) Serve(ctx context.Context, ln net.Listener) error {
 	if s.idx != nil {
 		bg.Add(1)
 		go func() { defer bg.Done(); s.refreshLoop(ctx) }()
+		bg.Add(1)
+		go func() { defer bg.Done(); s.idx.revalidator(ctx, s.c.cfg.LookupTimeout) }()
 	}
 	s.log.Info("finder: FastAGI listening", "addr", ln.Addr().String())
 	var tempDelay time.Duration
