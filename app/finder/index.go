@@ -95,6 +95,15 @@ func (x *index) locate(ctx context.Context, name string) ([]state.Registration, 
 // revalidate queues name for a background re-read; a full queue drops it
 // (the next hit or reload catches up).
 func (x *index) revalidate(name string) {
+	if len(x.queue) == cap(x.queue) {
+		return // saturated: skip the lock
+	}
+	x.mu.RLock()
+	queued := x.pending[name]
+	x.mu.RUnlock()
+	if queued {
+		return
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.pending[name] {
