@@ -19,6 +19,7 @@ import (
 // AGIDeps are the FastAGI server's collaborators.
 type AGIDeps struct {
 	Store      state.Registrations   // lookups (LookupAOR, AllRegistrations for the index)
+	Local      LocalView             // this server's own contacts (the Tracker); nil: store only
 	Log        *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	Now        func() time.Time      // nil: time.Now
