@@ -19,6 +19,7 @@ import (
 // AGIDeps are the FastAGI server's collaborators.
 type AGIDeps struct {
 	Store      state.Registrations   // lookups (LookupAOR, AllRegistrations for the index)
+	Local      LocalView             // this server's own contacts (the Tracker); nil: store only
 	Log        *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	Now        func() time.Time      // nil: time.Now
@@ -71,7 +72,7 @@ func NewAGIServer(cfg Config, deps AGIDeps) (*AGIServer, error) {
 	}
 	s.locate = deps.Store.LookupAOR
 	if cfg.IndexRefresh > 0 {
-		s.idx = &index{st: deps.Store, now: deps.Now, maxAge: max(cfg.HeartbeatTTL, 2*cfg.IndexRefresh)}
+		s.idx = newIndex(deps.Store, deps.Now, max(cfg.HeartbeatTTL, 2*cfg.IndexRefresh))
 		s.locate = s.idx.locate
 	}
 	return s, nil
@@ -107,6 +108,8 @@ func (s *AGIServer) Serve(ctx context.Context, ln net.Listener) error {
 	if s.idx != nil {
 		bg.Add(1)
 		go func() { defer bg.Done(); s.refreshLoop(ctx) }()
+		bg.Add(1)
+		go func() { defer bg.Done(); s.idx.revalidator(ctx, s.c.cfg.LookupTimeout) }()
 	}
 	s.log.Info("finder: FastAGI listening", "addr", ln.Addr().String())
 	var tempDelay time.Duration

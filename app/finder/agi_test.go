@@ -2,12 +2,14 @@ package finder
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -341,6 +343,9 @@ func TestMaxSessionsAndShutdown(t *testing.T) {
 	}
 	waitFor(t, "two sessions", func() bool { return r.srv.live.Load() == 2 })
 	rep, err := agiCall(r.addr, scriptEnv("1001"))
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		err = nil // closed unread: the kernel resets
+	}
 	if err != nil || len(rep.commands) != 0 {
 		t.Fatalf("third session got %q, %v; want closed at once", rep.commands, err)
 	}

@@ -156,7 +156,7 @@ func benchOpenLoop(b *testing.B, st benchStore, indexRefresh time.Duration, rate
 			}
 			if err != nil {
 				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err)
+				firstErr.CompareAndSwap(nil, err.Error())
 			}
 			lat[i] = time.Since(due)
 		}()
@@ -198,7 +198,7 @@ func benchPeak(b *testing.B, st benchStore, indexRefresh time.Duration, clients 
 				}
 				if err != nil {
 					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
+					firstErr.CompareAndSwap(nil, err.Error())
 				}
 			}
 		}()

@@ -63,8 +63,8 @@ type Config struct {
 	MaxSessions int `yaml:"max_sessions"`
 	// IndexRefresh, when positive, keeps an in-memory copy of every
 	// registration, reloaded whole from the store this often, so that a hit
-	// costs no store round trip (a miss still asks the store). A hit can be
-	// this old: a phone that moved is dialed where it was. 0 (default): every
+	// costs no store round trip (a miss still asks the store; a hit older
+	// than a second is re-read in the background). 0 (default): every
 	// dialLocal asks the store, one round trip, always current.
 	IndexRefresh time.Duration `yaml:"index_refresh"`
 }

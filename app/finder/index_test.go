@@ -2,6 +2,7 @@ package finder
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 )
@@ -12,7 +13,7 @@ func TestIndex(t *testing.T) {
 	st.now = func() time.Time { return now }
 	ctx := context.Background()
 	_ = st.Heartbeat(ctx, "aim-b", 100*time.Hour)
-	x := &index{st: st, now: func() time.Time { return now }, maxAge: 10 * time.Second}
+	x := newIndex(st, func() time.Time { return now }, 10*time.Second)
 
 	seed := func(aor, ep string, ttl time.Duration) {
 		reg := testReg("aim-b", aor, now.Add(ttl))
@@ -48,4 +49,43 @@ func TestIndex(t *testing.T) {
 	if _, err := x.locate(ctx, "1001"); err == nil {
 		t.Fatal("stale snapshot used while the store is down")
 	}
+}
+
+// TestIndexRevalidatesHits: a phone that moved is answered from memory at
+// most once more, then the background re-read corrects the entry.
+func TestIndexRevalidatesHits(t *testing.T) {
+	st := newMemStore()
+	var mu sync.Mutex
+	now := time.Unix(1795609100, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	st.now = clock
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_ = st.Heartbeat(ctx, "aim-b", 100*time.Hour)
+	_ = st.Heartbeat(ctx, "aim-c", 100*time.Hour)
+	x := newIndex(st, clock, time.Minute)
+	done := make(chan struct{})
+	go func() { defer close(done); x.revalidator(ctx, time.Second) }()
+	defer func() { cancel(); <-done }()
+
+	_ = st.PutRegistration(ctx, testReg("aim-b", "1001", now.Add(time.Hour)))
+	if err := x.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The phone moves from aim-b to aim-c.
+	_ = st.DeleteRegistration(ctx, "aim-b", "1001", "sip:1001@192.0.2.1:5060")
+	_ = st.PutRegistration(ctx, testReg("aim-c", "1001", now.Add(time.Hour)))
+	if got, _ := x.locate(ctx, "1001"); len(got) != 1 || got[0].Server != "aim-b" {
+		t.Fatalf("fresh hit: %+v", got)
+	}
+	mu.Lock()
+	now = now.Add(2 * revalidateAfter)
+	mu.Unlock()
+	if got, _ := x.locate(ctx, "1001"); len(got) != 1 || got[0].Server != "aim-b" {
+		t.Fatalf("stale hit should still answer from memory: %+v", got)
+	}
+	waitFor(t, "revalidated entry", func() bool {
+		got, _ := x.locate(ctx, "1001")
+		return len(got) == 1 && got[0].Server == "aim-c"
+	})
 }

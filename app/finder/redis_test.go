@@ -173,3 +173,51 @@ func BenchmarkDialLocalRedis(b *testing.B) {
 		b.Run(mode.name+"/peak100", func(b *testing.B) { benchPeak(b, rs, mode.refresh, 100) })
 	}
 }
+
+// BenchmarkResolveRedis measures one dialLocal decision without FastAGI:
+// argument checks, the lookup and the dial string, against real Redis with
+// 100,000 registrations, with and without the index.
+func BenchmarkResolveRedis(b *testing.B) {
+	srv := redistest.Start(b)
+	rs, err := redisstore.New(context.Background(), redisstore.Config{Addrs: []string{srv.Addr}, ReadTimeout: time.Minute}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { rs.Close() })
+	fillBench(b, rs)
+	for _, mode := range []struct {
+		name    string
+		refresh time.Duration
+	}{{"direct", 0}, {"index", time.Hour}} {
+		b.Run(mode.name, func(b *testing.B) {
+			cfg := testConfig()
+			cfg.IndexRefresh = mode.refresh
+			cfg.HeartbeatTTL = time.Hour
+			s, err := NewAGIServer(cfg, AGIDeps{Store: rs})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if s.idx != nil {
+				if err := s.idx.refresh(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			envs := make([]map[string]string, 1024)
+			for i := range envs {
+				envs[i] = map[string]string{"network_script": "dialLocal", "arg_1": itoa(int64(100000 + (i*97)%benchExtensions)),
+					"arg_2": "25", "arg_3": "TtWw"}
+			}
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					if _, st, _ := s.resolve(context.Background(), envs[i%len(envs)]); st != StatusLocal && st != StatusRemote {
+						b.Errorf("status %s", st)
+						return
+					}
+					i++
+				}
+			})
+		})
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/zaf/agi"
+
+	"github.com/asterisksupport/doorman/app/state"
 )
 
 // AGI environment limits: Asterisk 22 sends about 27 lines of well under
@@ -188,9 +190,13 @@ func (s *AGIServer) resolve(ctx context.Context, env map[string]string) (dial, s
 	lctx, cancel := context.WithTimeout(ctx, s.c.cfg.LookupTimeout)
 	regs, err := s.locate(lctx, name)
 	cancel()
+	regs, local := s.withLocal(name, regs)
 	if err != nil {
 		s.log.Warn("finder: lookup failed", "name", name, "err", err)
-		return "", StatusError, "registration store unavailable"
+		if !local || len(regs) == 0 {
+			return "", StatusError, "registration store unavailable"
+		}
+		// Store down: this server's own contacts still answer (LOCAL).
 	}
 	dial, status, skipped := s.c.buildDial(req, regs)
 	if skipped > 0 {
@@ -200,6 +206,26 @@ func (s *AGIServer) resolve(ctx context.Context, env map[string]string) (dial, s
 		return "", status, name + " is not registered on any live server"
 	}
 	return dial, status, ""
+}
+
+// withLocal replaces the store's registrations of this server with the
+// tracker's own view (when there is one and it has synchronised): it is
+// current even when a store write failed or the store is unreachable.
+func (s *AGIServer) withLocal(name string, regs []state.Registration) ([]state.Registration, bool) {
+	if s.deps.Local == nil {
+		return regs, false
+	}
+	own, ok := s.deps.Local.LocalRegistrations(name)
+	if !ok {
+		return regs, false
+	}
+	out := own
+	for _, r := range regs {
+		if r.Server != s.c.cfg.Server {
+			out = append(out, r)
+		}
+	}
+	return out, true
 }
 
 // rawError answers a session whose environment zaf/agi cannot use: it sets

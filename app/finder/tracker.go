@@ -45,6 +45,7 @@ type Tracker struct {
 	dirty  bool                              // a store write failed: replace everything at the next beat
 	down   time.Time                         // when Asterisk stopped answering AMI Ping; zero while it answers
 	gone   bool                              // registrations withdrawn after a long AMI outage
+	view   localView                         // known, for the AGI server
 
 	ready atomic.Bool
 }
@@ -158,6 +159,9 @@ func (t *Tracker) handleContactStatus(ctx context.Context, m *ami.Message) bool 
 	}
 	t.m.events.WithLabelValues(statusLabel(c.status)).Inc()
 	if c.status == "Removed" {
+		if old, ok := t.known[c.key]; ok {
+			t.view.del(c.key, old)
+		}
 		delete(t.known, c.key)
 		t.m.local.Set(float64(len(t.known)))
 		if t.write(ctx, "delete", func(ctx context.Context) error {
@@ -177,6 +181,7 @@ func (t *Tracker) handleContactStatus(ctx context.Context, m *ami.Message) bool 
 		Expires: t.provisionalExpiry(now), Updated: now,
 	}
 	t.known[c.key] = r
+	t.view.put(c.key, r)
 	t.m.local.Set(float64(len(t.known)))
 	if t.write(ctx, "put", func(ctx context.Context) error { return t.deps.Store.PutRegistration(ctx, r) }) && t.stored != nil {
 		t.stored[c.key] = r
@@ -221,6 +226,7 @@ func (t *Tracker) resync(ctx context.Context) error {
 		known[k] = r
 	}
 	t.known = known
+	t.view.replace(known)
 	t.m.local.Set(float64(len(known)))
 	if n := counts[contactForeign]; n > 0 {
 		t.log.Debug("finder: skipped contacts registered on other servers (shared sorcery?)", "count", n)

@@ -2,6 +2,7 @@ package finder
 
 import (
 	"context"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -327,4 +328,43 @@ func TestTrackerWritesOnlyDifferences(t *testing.T) {
 	r.now.Store(1795609400 + int64(testConfig().ExpiryGrace/time.Second) - 60)
 	resync()
 	waitFor(t, "near expiry refreshed", func() bool { return r.store.putCount() == 2 })
+}
+
+// TestLocalViewAnswersWhenStoreFails: with the tracker as LocalView, the AGI
+// server answers LOCAL for this server's phones although the store is down,
+// including a phone that registered during the outage.
+func TestLocalViewAnswersWhenStoreFails(t *testing.T) {
+	r := newTrackerRig(t, testConfig(), listOf(contactList1002))
+	waitFor(t, "ready", func() bool { return r.tr.Ready() == nil })
+	cfg := testConfig()
+	srv, err := NewAGIServer(cfg, AGIDeps{Store: r.store, Local: r.tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+
+	r.store.setFail(errDown)
+	r.ami.send(parseBlock(contactStatusNew)) // 1001 registers during the outage
+	waitFor(t, "1001 in the local view", func() bool {
+		regs, ok := r.tr.LocalRegistrations("1001")
+		return ok && len(regs) == 1
+	})
+	for ext, want := range map[string]string{"1001": StatusLocal, "1002": StatusLocal, "2001": StatusError} {
+		rep := call(t, ln.Addr().String(), scriptEnv(ext, "25", "TtWw"))
+		if rep.vars[VarDialStatus] != want {
+			t.Errorf("%s with the store down: %q %q, want %s", ext, rep.vars[VarDialString], rep.vars[VarDialStatus], want)
+		}
+	}
+	// The store back, but missing 1001 (its write failed): still LOCAL.
+	r.store.setFail(nil)
+	if rep := call(t, ln.Addr().String(), scriptEnv("1001")); rep.vars[VarDialString] != "PJSIP/1001" {
+		t.Errorf("1001 after the outage: %q %q", rep.vars[VarDialString], rep.vars[VarDialStatus])
+	}
 }
