@@ -99,7 +99,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		agi, err := finder.NewAGIServer(cfg.Finder, finder.AGIDeps{Store: store, Log: log.With("component", "finder"), Registerer: reg})
+		agi, err := finder.NewAGIServer(cfg.Finder, finder.AGIDeps{Store: store, Local: tracker, Log: log.With("component", "finder"), Registerer: reg})
 		if err != nil {
 			return err
 		}
