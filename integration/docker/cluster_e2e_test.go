@@ -180,8 +180,10 @@ func (c *cluster) attack(t *testing.T, from, ip, prefix string) {
 			return fmt.Errorf("answered %d, want 401", res.Status)
 		}
 		if c.banListed(ip, prefix) == nil {
+			t.Logf("%s: a bad REGISTER at %s got no answer, but the ban is listed", from, ip)
 			return nil
 		}
+		t.Logf("%s: no answer from %s yet, retrying (%s)", from, ip, c.nftState(ip))
 		return fmt.Errorf("no answer, and %s is not banned: %s", prefix, c.nftState(ip))
 	})
 	if err != nil {
@@ -200,6 +202,7 @@ func (c *cluster) expectRegistered(t *testing.T, from, ip, user, local string) {
 		case err != nil:
 			return err
 		case !answered:
+			t.Logf("%s: no answer from %s yet, retrying (%s)", from, ip, c.nftState(ip))
 			return fmt.Errorf("no answer (%s)", c.nftState(ip))
 		case res.Status != 200:
 			return fmt.Errorf("status %d", res.Status)
@@ -246,6 +249,7 @@ func (c *cluster) expectAnswered(t *testing.T, from string, ips ...string) {
 			case err != nil:
 				return err
 			case !answered:
+				t.Logf("%s: no answer from %s yet, retrying (%s)", from, ip, c.nftState(ip))
 				return fmt.Errorf("no answer (%s)", c.nftState(ip))
 			case res.Status != 200:
 				return fmt.Errorf("status %d", res.Status)
