@@ -53,7 +53,8 @@ func benchDevice(server, i int) string { return fmt.Sprintf("PJSIP/%d%05d", serv
 // benchCluster starts benchServers monitors with benchDevices phones each
 // (NOT_INUSE, from the AMI snapshot) and waits until every server has
 // written all Stasis: states.
-func benchCluster(b *testing.B, store Store, dial func(*node)) ([]*node, *hopLog) {
+func benchCluster(b *testing.B, open func() Store, dial func(*node)) ([]*node, *hopLog) {
+	store := open()
 	b.Helper()
 	log := &hopLog{}
 	cfg := DefaultConfig()
@@ -71,30 +72,16 @@ func benchCluster(b *testing.B, store Store, dial func(*node)) ([]*node, *hopLog
 	for s := range benchServers {
 		o := nodeOpts{dial: dial, ready: func(n *node) {
 			devs := make([][2]string, benchDevices)
+			astdb := maps.Clone(seed)
 			for i := range devs {
 				devs[i] = [2]string{benchDevice(s, i), NotInUse}
-				seed := Unavailable // own phones: nobody else has them
-				if n.srv != nil {
-					n.srv.SetStasis(fmt.Sprintf("Stasis:%d%05d", s+1, i), seed)
-				}
+				astdb[fmt.Sprintf("Stasis:%d%05d", s+1, i)] = Unavailable // own phones: nobody else has them
 			}
 			n.ami.set(devs...)
 			n.mon.trace = log.add
-			if n.srv != nil {
-				for k, v := range seed {
-					if n.srv.Stasis(k) == "" {
-						n.srv.SetStasis(k, v)
-					}
-				}
-			} else {
-				own := maps.Clone(seed)
-				for i := range benchDevices {
-					own[fmt.Sprintf("Stasis:%d%05d", s+1, i)] = Unavailable
-				}
-				n.ari.Restart(own)
-			}
+			n.ast().seed(astdb)
 		}}
-		nodes = append(nodes, startNode(b, store, fmt.Sprintf("srv%d", s), cfg, o))
+		nodes = append(nodes, startNode(b, open(), fmt.Sprintf("srv%d", s), cfg, o))
 	}
 	// Settled: every phone in the store, every writer done, and no write
 	// for a while (a cold start writes UNAVAILABLE first, then corrects).
@@ -159,11 +146,11 @@ func runChanges(b *testing.B, nodes []*node, log *hopLog, n int, rate float64) (
 func report(b *testing.B, log *hopLog, since time.Time) {
 	log.mu.Lock()
 	defer log.mu.Unlock()
-	type key struct {
-		src  time.Time
+	type key struct { // times cross the store as wall clock: key by nanos
+		src  int64
 		name string
 	}
-	published := map[time.Time]time.Time{} // src -> publish done
+	published := map[int64]time.Time{} // src -> publish done
 	feed := map[key]time.Time{}
 	var e2e, pub, deliver, put []time.Duration
 	var hops []Hop
@@ -175,21 +162,21 @@ func report(b *testing.B, log *hopLog, since time.Time) {
 	for _, h := range hops {
 		switch h.Stage {
 		case "published":
-			published[h.Src] = h.At
+			published[h.Src.UnixNano()] = h.At
 			pub = append(pub, h.At.Sub(h.Src))
 		case "feed":
-			feed[key{h.Src, h.Server + h.Name}] = h.At
+			feed[key{h.Src.UnixNano(), h.Server + h.Name}] = h.At
 		}
 	}
 	for _, h := range hops {
 		switch h.Stage {
 		case "feed":
-			if p, ok := published[h.Src]; ok {
+			if p, ok := published[h.Src.UnixNano()]; ok {
 				deliver = append(deliver, h.At.Sub(p))
 			}
 		case "written":
 			e2e = append(e2e, h.At.Sub(h.Src))
-			if f, ok := feed[key{h.Src, h.Server + h.Name}]; ok {
+			if f, ok := feed[key{h.Src.UnixNano(), h.Server + h.Name}]; ok {
 				put = append(put, h.At.Sub(f))
 			}
 		}
@@ -214,17 +201,28 @@ func report(b *testing.B, log *hopLog, since time.Time) {
 // BenchmarkPropagation: 3 servers x 10,000 phones; a device state change
 // on one server until the Stasis: state is written on the two others.
 //
-//	store=mem: in-memory store with feed (fake)
-//	ari=fake:  aritest.Fake, events and writes in memory (fake)
-//	ari=http:  ari.NewNative over real HTTP and websocket to aritest.Server
-//	           (event in over the websocket, PUT over HTTP keep-alive)
+//	store=mem:   in-memory store with a feed (fake)
+//	store=redis: the real Redis store (redisstore) on a real redis-server,
+//	             one client per server, pub/sub feed
+//	ari=fake:    aritest.Fake, events and writes in memory (fake)
+//	ari=sim:     ari.NewNative over real HTTP and websocket to the
+//	             simulator's ARI handler (integration/asterisksim/ari) with
+//	             a tiny in-memory core: the event comes in over the
+//	             websocket, the PUT goes out over HTTP keep-alive
+//
+// AMI is a fake in every variant (it only gives the start-up snapshot).
 func BenchmarkPropagation(b *testing.B) {
-	mem := func(*testing.B) Store { return newMemStore() }
+	mem := func(*testing.B) func() Store {
+		m := newMemStore()
+		return func() Store { return m }
+	}
+	redis := func(b *testing.B) func() Store { return redisOpener(b) }
 	b.Run("store=mem/ari=fake", func(b *testing.B) { benchPropagation(b, mem, nil) })
-	b.Run("store=mem/ari=http", func(b *testing.B) { benchPropagation(b, mem, dialHTTP(b)) })
+	b.Run("store=redis/ari=fake", func(b *testing.B) { benchPropagation(b, redis, nil) })
+	b.Run("store=redis/ari=sim", func(b *testing.B) { benchPropagation(b, redis, dialSim(b)) })
 }
 
-func benchPropagation(b *testing.B, mkStore func(*testing.B) Store, dial func(*node)) {
+func benchPropagation(b *testing.B, mkStore func(*testing.B) func() Store, dial func(*node)) {
 	for _, tc := range []struct {
 		name string
 		rate float64

@@ -18,20 +18,21 @@ import (
 
 // node is one simulated server: its Asterisk (fake ARI and AMI) and its monitor.
 type node struct {
-	name   string
-	ari    *aritest.Fake   // nil when the node runs over HTTP
-	srv    *aritest.Server // the HTTP ARI, if any
-	client ari.Client
-	ami    *fakeAMI
-	mon    *Monitor
-	cancel context.CancelFunc
-	done   chan error
+	name     string
+	ari      *aritest.Fake   // nil when the node runs over HTTP
+	srv      *aritest.Server // the HTTP ARI, if any
+	asterisk asterisk        // another Asterisk (the simulator's ARI), if any
+	client   ari.Client
+	ami      *fakeAMI
+	mon      *Monitor
+	cancel   context.CancelFunc
+	done     chan error
 }
 
 func testConfig() Config {
 	c := DefaultConfig()
-	c.HeartbeatInterval = 50 * time.Millisecond
-	c.HeartbeatTTL = 300 * time.Millisecond
+	c.HeartbeatInterval = 100 * time.Millisecond
+	c.HeartbeatTTL = 2 * time.Second // generous: the test machine is shared and may stall goroutines
 	c.RetryInterval = 50 * time.Millisecond
 	c.StoreTimeout = time.Second
 	return c
@@ -93,7 +94,7 @@ func (n *node) stop() {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -104,7 +105,7 @@ func eventually(t testing.TB, what string, cond func() bool) {
 
 func waitStasis(t testing.TB, n *node, name, want string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for n.ari.Stasis(name) != want {
 		if time.Now().After(deadline) {
 			n.mon.w.mu.Lock()
@@ -384,4 +385,23 @@ func TestNewRejectsMissingDeps(t *testing.T) {
 			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
 		}
 	}
+}
+
+// TestServerBackAfterLapseCountsAgain: while a server is dead the store
+// hides its states, so a reload then forgets them; when it beats again its
+// states must be read again.
+func TestServerBackAfterLapseCountsAgain(t *testing.T) {
+	store, n := cluster(t, "a", "b", "c")
+	a, b, c := n["a"], n["b"], n["c"]
+	a.ari.Emit("PJSIP/1001", InUse)
+	waitStasis(t, b, "Stasis:1001", InUse)
+	a.stop() // a's states stay in the store, its heartbeat lapses
+	waitStasis(t, b, "Stasis:1001", Unavailable)
+	store.resync() // b re-reads everything while a is dead: a's states are hidden
+	c.ari.Emit("PJSIP/2000", NotInUse)
+	waitStasis(t, b, "Stasis:2000", NotInUse)                                       // the feed is in order: b has reloaded
+	if err := store.Heartbeat(context.Background(), "a", time.Minute); err != nil { // a is back
+		t.Fatal(err)
+	}
+	waitStasis(t, b, "Stasis:1001", InUse)
 }

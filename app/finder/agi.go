@@ -163,7 +163,8 @@ func (s *AGIServer) refreshLoop(ctx context.Context) {
 	t := time.NewTicker(s.c.cfg.IndexRefresh)
 	defer t.Stop()
 	for {
-		rctx, cancel := context.WithTimeout(ctx, max(s.c.cfg.IndexRefresh, s.c.cfg.StoreTimeout))
+		// A full reload of 100,000 registrations takes seconds on a busy host.
+		rctx, cancel := context.WithTimeout(ctx, max(s.c.cfg.IndexRefresh, s.c.cfg.StoreTimeout, 30*time.Second))
 		err := s.idx.refresh(rctx)
 		cancel()
 		switch {

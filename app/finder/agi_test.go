@@ -92,8 +92,8 @@ func call(t *testing.T, addr string, env []byte) agiReply {
 func TestDialLocal(t *testing.T) {
 	for _, indexed := range []bool{false, true} {
 		cfg := testConfig()
-		if !indexed {
-			cfg.IndexRefresh = 0
+		if indexed {
+			cfg.IndexRefresh = 2 * time.Second
 		}
 		r := newAGIRig(t, cfg)
 		r.seed("aim-a", "1001", "sip:1001@127.0.0.1:5070")
@@ -205,8 +205,8 @@ func TestDialLocalIgnoresExpiredDeadAndUnsafe(t *testing.T) {
 func TestDialLocalStoreDown(t *testing.T) {
 	for _, indexed := range []bool{false, true} {
 		cfg := testConfig()
-		if !indexed {
-			cfg.IndexRefresh = 0
+		if indexed {
+			cfg.IndexRefresh = 2 * time.Second
 		}
 		r := newAGIRig(t, cfg)
 		r.store.setFail(errDown)

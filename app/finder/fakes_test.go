@@ -198,6 +198,12 @@ func (f *fakeAMI) on(action string, r func() (ami.Message, []ami.Message, error)
 	f.mu.Unlock()
 }
 
+func (f *fakeAMI) handler(action string) func() (ami.Message, []ami.Message, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reply[action]
+}
+
 func (f *fakeAMI) Subscribe(buf int) (<-chan ami.Message, func()) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

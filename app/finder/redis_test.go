@@ -103,9 +103,41 @@ func TestTrackerToAGIThroughRealStores(t *testing.T) {
 			waitFor(t, "REMOTE again", func() bool {
 				return call(t, agiB.addr, scriptEnv("1001")).vars[VarDialStatus] == StatusRemote
 			})
+			// Asterisk dies while another job (Busy Lamp Monitor) keeps the
+			// server's heartbeat alive: the tracker withdraws its registrations.
+			bctx, stopBeats := context.WithCancel(ctx)
+			beats := make(chan struct{})
+			go func() {
+				defer close(beats)
+				for bctx.Err() == nil {
+					_ = st.Heartbeat(bctx, "aim-a", cfgA.HeartbeatTTL)
+					select {
+					case <-bctx.Done():
+					case <-time.After(cfgA.HeartbeatTTL / 3):
+					}
+				}
+			}()
+			ping := fa.handler("Ping")
 			fa.on("Ping", func() (ami.Message, []ami.Message, error) { return ami.Message{}, nil, errDown })
 			died := time.Now()
-			waitFor(t, "NOTFOUND after the server died", func() bool {
+			waitFor(t, "NOTFOUND after Asterisk died", func() bool {
+				return call(t, agiB.addr, scriptEnv("1001")).vars[VarDialStatus] == StatusNotFound
+			})
+			if d := time.Since(died); d > 2*cfgA.HeartbeatTTL+cfgB.IndexRefresh+time.Second {
+				t.Errorf("dead Asterisk still a location after %v", d)
+			}
+			// It answers again: its contacts come back without an AMI re-login.
+			fa.on("Ping", ping)
+			waitFor(t, "REMOTE after Asterisk is back", func() bool {
+				return call(t, agiB.addr, scriptEnv("1001")).vars[VarDialStatus] == StatusRemote
+			})
+			// The whole agent dies: the heartbeat lapses.
+			stopBeats()
+			<-beats
+			cancel()
+			<-done
+			died = time.Now()
+			waitFor(t, "NOTFOUND after the agent died", func() bool {
 				return call(t, agiB.addr, scriptEnv("1001")).vars[VarDialStatus] == StatusNotFound
 			})
 			if d := time.Since(died); d > cfgA.HeartbeatTTL+cfgB.IndexRefresh+time.Second {
@@ -122,7 +154,7 @@ func newAGIRigOn(t *testing.T, cfg Config, st benchStore) *agiRig {
 
 // BenchmarkDialLocalRedis: 100,000 extensions on 10 servers in a real
 // redis-server; "direct" asks Redis on every call, "index" serves from the
-// in-memory index (refreshed every 2 s) and asks Redis only on a miss.
+// in-memory index (reloaded every 10 s) and asks Redis only on a miss.
 func BenchmarkDialLocalRedis(b *testing.B) {
 	srv := redistest.Start(b)
 	// Filling 10,000 registrations per server in one replace takes more
@@ -136,7 +168,7 @@ func BenchmarkDialLocalRedis(b *testing.B) {
 	for _, mode := range []struct {
 		name    string
 		refresh time.Duration
-	}{{"direct", 0}, {"index", 2 * time.Second}} {
+	}{{"direct", 0}, {"index", 10 * time.Second}} {
 		b.Run(mode.name+"/openloop2000", func(b *testing.B) { benchOpenLoop(b, rs, mode.refresh, 2000) })
 		b.Run(mode.name+"/peak100", func(b *testing.B) { benchPeak(b, rs, mode.refresh, 100) })
 	}

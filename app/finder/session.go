@@ -181,7 +181,7 @@ func (s *AGIServer) resolve(ctx context.Context, env map[string]string) (dial, s
 	if err != nil {
 		return "", StatusInvalid, err.Error()
 	}
-	if s.c.tmpl.usesAcct && !s.c.accountKnown(req.account) {
+	if !s.c.accountKnown(req.account) {
 		return "", StatusUnknownAccount, "unknown account " + quoteSafe(req.account)
 	}
 	name := s.c.tmpl.name(req.account, req.exten)

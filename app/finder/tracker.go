@@ -43,6 +43,8 @@ type Tracker struct {
 	known  map[contactKey]state.Registration
 	stored map[contactKey]state.Registration // what our writes left in the store; nil: unknown
 	dirty  bool                              // a store write failed: replace everything at the next beat
+	down   time.Time                         // when Asterisk stopped answering AMI Ping; zero while it answers
+	gone   bool                              // registrations withdrawn after a long AMI outage
 
 	ready atomic.Bool
 }
@@ -105,7 +107,7 @@ func (t *Tracker) Run(ctx context.Context) error {
 		resync.Reset(d)
 		resyncArmed = true
 	}
-	t.heartbeat(ctx)
+	t.heartbeat(ctx) // the first resync is armed already
 	for {
 		select {
 		case <-ctx.Done():
@@ -136,7 +138,9 @@ func (t *Tracker) Run(ctx context.Context) error {
 		case <-periodic.C:
 			arm(0)
 		case <-beat.C:
-			t.heartbeat(ctx)
+			if t.heartbeat(ctx) {
+				arm(0)
+			}
 		}
 	}
 }
@@ -328,9 +332,37 @@ func (t *Tracker) write(ctx context.Context, op string, f func(context.Context) 
 	return true
 }
 
+// withdrawIfLongDown removes this server's registrations once Asterisk has
+// not answered for HeartbeatTTL. Another job (Busy Lamp Monitor) may keep
+// the server's heartbeat alive while only Asterisk is gone; its phones must
+// still stop being locations in bounded time.
+func (t *Tracker) withdrawIfLongDown(ctx context.Context) {
+	now := t.deps.Now()
+	if t.down.IsZero() {
+		t.down = now
+		return
+	}
+	if t.gone || now.Sub(t.down) < t.cfg.HeartbeatTTL {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, t.cfg.StoreTimeout)
+	defer cancel()
+	if err := t.deps.Store.ReplaceRegistrations(sctx, t.cfg.Server, nil); err != nil {
+		t.m.storeErrors.Inc()
+		t.log.Warn("finder: could not withdraw registrations of unreachable Asterisk", "err", err)
+		return
+	}
+	t.gone = true
+	t.stored = nil // the next resync replaces everything
+	t.log.Warn("finder: Asterisk unreachable; its registrations are withdrawn until it answers again",
+		"down_for", now.Sub(t.down).Truncate(time.Second))
+}
+
 // heartbeat marks this server alive while its Asterisk answers AMI: a server
 // whose Asterisk (or agent) is gone stops being a location after HeartbeatTTL.
-func (t *Tracker) heartbeat(ctx context.Context) {
+// It reports whether a resync should run now (Asterisk answers again after
+// its registrations were withdrawn).
+func (t *Tracker) heartbeat(ctx context.Context) (resync bool) {
 	pctx, cancel := context.WithTimeout(ctx, t.cfg.HeartbeatTTL/3)
 	defer cancel()
 	resp, _, err := t.deps.AMI.Action(pctx, ami.Message{Fields: []ami.Field{{Key: "Action", Value: "Ping"}}})
@@ -340,14 +372,21 @@ func (t *Tracker) heartbeat(ctx context.Context) {
 	if err != nil {
 		t.m.heartbeats.WithLabelValues("ami_down").Inc()
 		t.log.Debug("finder: no heartbeat, Asterisk does not answer", "err", err)
-		return
+		t.withdrawIfLongDown(ctx)
+		return false
+	}
+	t.down = time.Time{}
+	if t.gone {
+		// Asterisk is back: a resync puts its contacts back.
+		t.gone = false
+		resync = true
 	}
 	sctx, cancel2 := context.WithTimeout(ctx, t.cfg.StoreTimeout)
 	defer cancel2()
 	if err := t.deps.Store.Heartbeat(sctx, t.cfg.Server, t.cfg.HeartbeatTTL); err != nil {
 		t.m.heartbeats.WithLabelValues("store_error").Inc()
 		t.log.Warn("finder: heartbeat failed", "err", err)
-		return
+		return resync
 	}
 	t.m.heartbeats.WithLabelValues("ok").Inc()
 	if t.dirty && t.ready.Load() {
@@ -355,4 +394,5 @@ func (t *Tracker) heartbeat(ctx context.Context) {
 			t.log.Warn("finder: store still failing", "err", err)
 		}
 	}
+	return resync
 }

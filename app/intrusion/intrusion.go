@@ -74,6 +74,7 @@ type Monitor struct {
 	writer   *banWriter
 	counters *counterWorkers
 	repair   chan struct{}
+	resync   chan struct{}
 	running  atomic.Bool
 	ready    atomic.Bool
 
@@ -127,6 +128,7 @@ func New(cfg Config, deps Deps) (*Monitor, error) {
 		records:  make(map[netip.Prefix]*record),
 		bans:     make(map[netip.Prefix]*localBan),
 		repair:   make(chan struct{}, 1),
+		resync:   make(chan struct{}, 1),
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -173,14 +175,13 @@ func (m *Monitor) Handle(ev ami.SecurityEvent) {
 		m.log.Debug("security event without a usable source address", "type", ev.Type, "service", ev.Service)
 		return
 	}
-	if m.trusted(addr) {
+	trusted := m.trusted(addr)
+	if trusted {
 		m.met.skip[skipNeverBan].Inc()
-		return
 	}
-	p := m.banPrefix(addr)
 	if success {
-		if m.cfg.OnSuccess == OnSuccessReset {
-			m.resetStrikes(p)
+		if !trusted && m.cfg.OnSuccess == OnSuccessReset {
+			m.resetStrikes(m.banPrefix(addr))
 		}
 		return
 	}
@@ -191,7 +192,11 @@ func (m *Monitor) Handle(ev ami.SecurityEvent) {
 		return // another event of an attempt already counted
 	}
 	m.met.attempts.Inc()
+	if trusted {
+		return // counted as an attempt, never as a strike
+	}
 	m.met.strikes.Inc()
+	p := m.banPrefix(addr)
 	rec := m.recordLocked(p, recv)
 	rec.strikes++
 	if m.bannedLocked(p, recv) {
@@ -285,6 +290,9 @@ func (m *Monitor) bannedLocked(p netip.Prefix, now time.Time) bool {
 // banDuration is the length of a temporary ban after prior earlier ones.
 func (m *Monitor) banDuration(prior int64) time.Duration {
 	d := float64(m.cfg.BanTime)
+	if m.cfg.BanTimeFactor <= 1 {
+		return m.cfg.BanTime
+	}
 	for i := int64(0); i < prior && d < float64(m.cfg.MaxBanTime); i++ {
 		d *= m.cfg.BanTimeFactor
 	}

@@ -50,7 +50,7 @@ func newMetrics(reg prometheus.Registerer, pending func() float64) (*metrics, er
 		events:      make(map[string]prometheus.Counter, len(knownTypes)),
 		eventsOther: ev.WithLabelValues("other"),
 		attempts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "attempts_total",
-			Help: "Failed login attempts (events grouped by session and source)."}),
+			Help: "Failed login attempts (events grouped by session and source), trusted sources included."}),
 		strikes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "strikes_total",
 			Help: "Failed attempts charged against a bannable source."}),
 		bans: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bans_total",

@@ -259,8 +259,11 @@ func (w *banWriter) finish(op *banOp, err error) {
 // confirm notes that the store has b.
 func (m *Monitor) confirm(b state.Ban) {
 	m.mu.Lock()
-	if lb := m.bans[b.Prefix]; lb != nil && sameBan(lb.ban, b) {
-		lb.confirmed = true
+	if lb := m.bans[b.Prefix]; lb != nil && sameBan(lb.ban, b) && !lb.confirmed {
+		// A change for reconcile: a listing taken before this write
+		// must not remove the ban as "gone from the store".
+		m.seq++
+		lb.seq, lb.confirmed = m.seq, true
 	}
 	m.mu.Unlock()
 }

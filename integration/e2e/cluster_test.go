@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"text/template"
 	"time"
@@ -245,7 +244,7 @@ func phone(t *testing.T, h *harness.Host, local, server, user, password string) 
 	var p *sipua.Phone
 	err := h.Do(func() (err error) {
 		p, err = sipua.New(context.Background(), sipua.Config{Server: server, LocalAddr: net.JoinHostPort(local, "0"),
-			User: user, Password: password, Timeout: 400 * time.Millisecond})
+			User: user, Password: password, Timeout: time.Second})
 		return err
 	})
 	if err != nil {
@@ -295,13 +294,4 @@ func waitAnswered(t *testing.T, p *sipua.Phone, within time.Duration, what strin
 		t.Fatalf("%s: not answered: %v", what, err)
 	}
 	return st
-}
-
-// nftHas reports whether doorman's nftables sets in h mention addr.
-func nftHas(h *harness.Host, needle string) (bool, string) {
-	out, err := h.Run("nft", "list", "table", "inet", "doorman")
-	if err != nil {
-		return false, err.Error()
-	}
-	return strings.Contains(out, needle), out
 }

@@ -203,6 +203,7 @@ func startBLF(ctx context.Context, g *errgroup.Group, cfg config.Config, store s
 
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (state.Store, error) {
 	if len(cfg.Store.Redis.Addrs) > 0 {
+		redisstore.RouteLibraryLogs(log.With("component", "go-redis"))
 		return redisstore.New(ctx, cfg.Store.Redis, log.With("component", "redis"))
 	}
 	log.Info("no store.redis.addrs: using the embedded store (single server)", "path", cfg.Store.EmbeddedPath)
@@ -225,8 +226,9 @@ func newFirewall(cfg config.Config, log *slog.Logger) (firewall.Firewall, error)
 type bansView struct{ m *intrusion.Monitor }
 
 func (b bansView) List(ctx context.Context) ([]api.BanView, error) {
+	// With the store down, List still returns this server's view, with the error.
 	infos, err := b.m.List(ctx)
-	if err != nil {
+	if err != nil && len(infos) == 0 {
 		return nil, err
 	}
 	out := make([]api.BanView, 0, len(infos))
@@ -238,7 +240,7 @@ func (b bansView) List(ctx context.Context) ([]api.BanView, error) {
 		}
 		out = append(out, v)
 	}
-	return out, nil
+	return out, err
 }
 
 func (b bansView) Ban(ctx context.Context, p netip.Prefix, d time.Duration, reason string) error {

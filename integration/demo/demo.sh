@@ -5,7 +5,7 @@
 # the three jobs once, prints what happened, then keeps running until Ctrl-C.
 # Needs root (network namespaces, nftables). Everything is removed on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (network namespaces, nftables)" >&2; exit 1; }
 
 BIN=${BIN:-bin}
