@@ -51,7 +51,7 @@ image() {
 		;;
 	asterisk-sim) gobin ./integration/cmd/asterisk-sim asterisk-sim ;;
 	probe) gobin ./integration/docker/cmd/probe probe ;;
-	redis) redis_rootfs "$ctx/rootfs" ;;
+	redis) redis_rootfs "$ctx/rootfs" && mkdir -p "$ctx/data" ;;
 	*) echo "build: unknown image $name (doorman, asterisk-sim, probe, redis)" >&2; exit 1 ;;
 	esac
 	cp "Dockerfile.$name" "$ctx/Dockerfile"

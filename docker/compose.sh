@@ -19,6 +19,9 @@ if [ -z "${ASTERISK_IMAGE:-}" ]; then
 	export DOORMAN_AMI_SECRET=${DOORMAN_AMI_SECRET:-$(secret ami)}
 	export DOORMAN_ARI_PASSWORD=${DOORMAN_ARI_PASSWORD:-$(secret ari)}
 fi
+# Your own changes (published ports, the real Asterisk's full /etc/asterisk,
+# ...) go in docker/compose.local.yaml, which git ignores.
+[ ! -f "$dir/compose.local.yaml" ] || files+=(-f "$dir/compose.local.yaml")
 if command -v docker-compose >/dev/null; then
 	exec docker-compose "${files[@]}" "$@"
 fi

@@ -278,3 +278,19 @@ func slicesWithout(env []string, prefix string) []string {
 	}
 	return out
 }
+
+// nftState describes doorman's drop rules in the namespace of server ip
+// (their packet counters and the banned sets), for failure messages: it
+// tells a kernel drop from a lost or unanswered packet.
+func (c *cluster) nftState(ip string) string {
+	service := map[string]string{ipA: "asterisk-a", ipB: "asterisk-b"}[ip]
+	pid, err := run(nil, "docker", "inspect", "-f", "{{.State.Pid}}", c.container(service))
+	if err != nil {
+		return "no pid for " + service
+	}
+	out, err := run(nil, "nsenter", "-t", strings.TrimSpace(pid), "-n", "nft", "list", "table", "inet", "doorman")
+	if err != nil {
+		return fmt.Sprintf("nft in %s: %v: %s", service, err, out)
+	}
+	return service + " nftables: " + strings.Join(strings.Fields(out), " ")
+}
