@@ -26,6 +26,9 @@ func TestParse(t *testing.T) {
 		{"bad cluster address", base + "server: {cluster: [not-an-ip]}", "server.cluster"},
 		{"negative heartbeat", base + "server: {heartbeat_ttl: -1s}", "server.heartbeat_ttl"},
 		{"negative ban time", base + "intrusion: {ban_time: -30s}", "ban_time"},
+		{"ari-proxy", "api: {token: x}\nserver: {name: a, sip_addr: '198.51.100.1:5060'}\nari: {transport: ari-proxy, nats_url: 'nats://127.0.0.1:4222'}", ""},
+		{"ari-proxy bad nats url", "api: {token: x}\nari: {transport: ari-proxy, nats_url: 'amqp://rabbit'}", "nats_url"},
+		{"ari-proxy bad node", "api: {token: x}\nari: {transport: ari-proxy, node: 'a.b'}", "node"},
 		{"bad transport", "api: {token: x}\nari: {password: p, transport: carrier-pigeon}", "ari.transport"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,5 +63,16 @@ func TestRedacted(t *testing.T) {
 	}
 	if c.AMI.Secret != "s1" {
 		t.Fatal("Redacted changed the original")
+	}
+}
+
+func TestARIProxyDefaultsToServerName(t *testing.T) {
+	c, err := Parse([]byte("api: {token: x}\nserver: {name: aim-b, sip_addr: '198.51.100.1:5060'}\nari: {transport: ari-proxy}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.ARIProxy()
+	if p.NATSURL != "nats://127.0.0.1:4222" || p.Application != "doorman" || p.Node != "" || p.SystemName != "aim-b" {
+		t.Fatalf("ARIProxy() = %+v", p)
 	}
 }
