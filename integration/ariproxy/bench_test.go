@@ -3,6 +3,7 @@ package ariproxy
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ const (
 
 func benchDevice(s, i int) (device, stasis string) {
 	ext := fmt.Sprintf("%d%04d", s+1, i)
-	return "SIP/" + ext, "Stasis:" + ext
+	return "PJSIP/" + ext, "Stasis:" + ext
 }
 
 // latencies records, for each change, when its Stasis: write reached
@@ -88,7 +89,14 @@ func BenchmarkPropagation(b *testing.B) {
 }
 
 func benchPropagation(b *testing.B, transport string, rate float64) {
-	c := startCluster(b, transport, benchServers, 1, testBLFConfig())
+	c := startCluster(b, transport, benchServers, func(s int) []string {
+		exts := make([]string, benchPhones)
+		for i := range exts {
+			dev, _ := benchDevice(s, i)
+			exts[i] = strings.TrimPrefix(dev, "PJSIP/")
+		}
+		return exts
+	}, testBLFConfig())
 	lat := &latencies{pending: map[[2]string]pend{}}
 	for _, s := range c.servers {
 		cancel := s.sim.Backend().Subscribe(lat.seen)

@@ -28,7 +28,8 @@ type cluster struct {
 
 func entity(i int) string { return fmt.Sprintf("02:00:00:00:00:%02x", 0x0a+i) }
 
-func startCluster(t testing.TB, transport string, n, phones int, cfg blf.Config) *cluster {
+// startCluster starts n servers; exts(i) names server i's PJSIP endpoints.
+func startCluster(t testing.TB, transport string, n int, exts func(int) []string, cfg blf.Config) *cluster {
 	t.Helper()
 	rd := redistest.Start(t)
 	natsURL := ""
@@ -38,7 +39,7 @@ func startCluster(t testing.TB, transport string, n, phones int, cfg blf.Config)
 	c := &cluster{}
 	for i := range n {
 		name := fmt.Sprintf("aim-%c", 'a'+i)
-		s := startServer(t, natsURL, name, entity(i), phones)
+		s := startServerWith(t, natsURL, name, entity(i), exts(i))
 		c.servers = append(c.servers, s)
 		log := testLog(t).With("server", name)
 		var cl ari.Client
@@ -106,7 +107,7 @@ func waitStasis(t testing.TB, s *server, name, want string) {
 func TestBLFCrossServer(t *testing.T) {
 	for _, transport := range []string{native, proxyT} {
 		t.Run(transport, func(t *testing.T) {
-			c := startCluster(t, transport, 3, 3, testBLFConfig())
+			c := startCluster(t, transport, 3, func(int) []string { return []string{"1001", "1002", "1003"} }, testBLFConfig())
 			a, b, cc := c.servers[0], c.servers[1], c.servers[2]
 
 			if err := a.sim.SetDeviceState("PJSIP/1001", "RINGING"); err != nil {

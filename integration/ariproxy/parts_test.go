@@ -207,9 +207,19 @@ type server struct {
 // ari-proxy in front of it on natsURL.
 func startServer(t testing.TB, natsURL, name, entity string, phones int) *server {
 	t.Helper()
-	eps := map[string]string{}
+	var exts []string
 	for i := 1; i <= phones; i++ {
-		eps[strconv.Itoa(1000+i)] = "pw"
+		exts = append(exts, strconv.Itoa(1000+i))
+	}
+	return startServerWith(t, natsURL, name, entity, exts)
+}
+
+// startServerWith starts a simulator with the PJSIP endpoints exts.
+func startServerWith(t testing.TB, natsURL, name, entity string, exts []string) *server {
+	t.Helper()
+	eps := map[string]string{}
+	for _, e := range exts {
+		eps[e] = "pw"
 	}
 	sim, err := asterisksim.New(asterisksim.Config{SystemName: name, EntityID: entity, HTTPAddr: "127.0.0.1:0",
 		Endpoints: eps, ARIUsers: map[string]string{ariUser: ariPass}}, testLog(t).With("sim", name))

@@ -104,7 +104,7 @@ func TestProxyRestart(t *testing.T) {
 	if err := a.sim.SetDeviceState("PJSIP/1002", "RINGING"); err != nil {
 		t.Fatal(err)
 	}
-	if ev := nextEvent(t, c, "PJSIP/1002"); ev.State != "RINGING" || ev.Node != a.entity {
+	if ev := nextEvent(t, c, "PJSIP/1002", "RINGING"); ev.State != "RINGING" || ev.Node != a.entity {
 		t.Fatalf("event after proxy restart: %+v", ev)
 	}
 }

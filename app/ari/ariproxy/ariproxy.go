@@ -43,8 +43,11 @@ type Client struct {
 	events chan ari.DeviceStateEvent
 	signal chan struct{}
 	kick   chan struct{} // run loop: check now (NATS back, node announced)
-	cancel context.CancelFunc
-	done   chan struct{}
+	known  known
+	// repairNow asks repairLoop for a repair (after each fresh connect).
+	repairNow chan struct{}
+	cancel    context.CancelFunc
+	done      chan struct{}
 
 	node atomic.Pointer[string] // bound entity id ("" until resolved)
 
@@ -81,9 +84,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
 		events: make(chan ari.DeviceStateEvent, cfg.EventBuffer),
 		signal: make(chan struct{}, 1),
 		kick:   make(chan struct{}, 1),
-		cancel: cancel,
-		done:   make(chan struct{}),
-		status: ari.Status{Since: time.Now(), Err: "ari-proxy: connecting"},
+		known:  known{dev: map[string]devState{}},
+
+		repairNow: make(chan struct{}, 1),
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		status:    ari.Status{Since: time.Now(), Err: "ari-proxy: connecting"},
 	}
 	node := cfg.Node
 	c.node.Store(&node)
@@ -118,6 +124,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
 		return nil, fmt.Errorf("ariproxy: subscribing to events: %w", err)
 	}
 	go c.run(ctx)
+	if cfg.BurstEvents > 0 {
+		go c.repairLoop(ctx)
+	}
 	return c, nil
 }
 
@@ -201,9 +210,6 @@ func (c *Client) onEvent(m *nats.Msg) {
 		c.log.Warn("ari-proxy: undecodable event", "subject", m.Subject, "error", err, "bytes", len(m.Data))
 		return
 	}
-	if e.Type != ariv5.Events.DeviceStateChanged {
-		return
-	}
 	node := c.Node()
 	if e.Node == "" { // older proxies: the subject's last token is the node
 		e.Node = m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
@@ -211,8 +217,20 @@ func (c *Client) onEvent(m *nats.Msg) {
 	if node == "" || e.Node != node {
 		return
 	}
+	c.known.arrived()
+	if e.Type != ariv5.Events.DeviceStateChanged {
+		return
+	}
 	ts, _ := time.Parse(ariv5.DateFormat, e.Timestamp)
-	ev := ari.DeviceStateEvent{Node: e.Node, Device: e.DeviceState.Name, State: e.DeviceState.State, Time: ts, Received: now}
+	if !isStasis(e.DeviceState.Name) {
+		c.known.seen(e.DeviceState.Name, e.DeviceState.State)
+	}
+	c.deliver(ari.DeviceStateEvent{Node: e.Node, Device: e.DeviceState.Name, State: e.DeviceState.State, Time: ts, Received: now})
+}
+
+// deliver hands an event to the consumer without ever blocking: a full
+// buffer counts a drop and asks for a resync on Connected.
+func (c *Client) deliver(ev ari.DeviceStateEvent) {
 	c.sendMu.RLock()
 	defer c.sendMu.RUnlock()
 	if c.closed {
@@ -222,6 +240,7 @@ func (c *Client) onEvent(m *nats.Msg) {
 	case c.events <- ev:
 	default:
 		d := c.dropped.Add(1)
+		now := ev.Received
 		if last := c.lastDrop.Load(); now.UnixNano()-last > int64(10*time.Second) && c.lastDrop.CompareAndSwap(last, now.UnixNano()) {
 			c.log.Warn("ari-proxy: consumer too slow, device state events dropped; asking for a resync", "dropped_total", d)
 		}
@@ -319,6 +338,10 @@ func (c *Client) check(ctx context.Context) error {
 		c.log.Info("ari-proxy: connected", "node", node, "system", info.ConfigInfo.Name,
 			"application", c.cfg.Application, "asterisk_restarted", restarted, "nats_gap", gap)
 		c.notify()
+		select {
+		case c.repairNow <- struct{}{}:
+		default:
+		}
 	}
 	return nil
 }

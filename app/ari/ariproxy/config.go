@@ -37,6 +37,13 @@ type Config struct {
 	// (ari-proxy lists keys only; each state is one more request).
 	ListConcurrency int `yaml:"list_concurrency"` // default 32
 	EventBuffer     int `yaml:"event_buffer"`     // Events() capacity; default 16384
+	// ari-proxy drops events past a burst of 100 (see repair.go): when at
+	// least BurstEvents arrive within BurstWindow, every known device is
+	// re-read once the burst is over; also after each (re)connect and
+	// every RepairInterval. BurstEvents < 0 disables repairs.
+	BurstEvents    int           `yaml:"burst_events"`    // default 50
+	BurstWindow    time.Duration `yaml:"burst_window"`    // default 200ms
+	RepairInterval time.Duration `yaml:"repair_interval"` // default 1m; negative: only after bursts and connects
 	// Prefix of every NATS subject (ari-proxy's default "ari.").
 	Prefix string `yaml:"prefix"`
 }
@@ -71,6 +78,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.EventBuffer <= 0 {
 		c.EventBuffer = 16384
+	}
+	if c.BurstEvents == 0 {
+		c.BurstEvents = 50
+	}
+	if c.BurstWindow <= 0 {
+		c.BurstWindow = 200 * time.Millisecond
+	}
+	if c.RepairInterval == 0 {
+		c.RepairInterval = time.Minute
 	}
 	if c.Prefix == "" {
 		c.Prefix = "ari."
