@@ -164,4 +164,11 @@ func benchPropagation(b *testing.B, transport string, rate float64) {
 	b.ReportMetric(q(.5), "p50_ms")
 	b.ReportMetric(q(.99), "p99_ms")
 	b.ReportMetric(float64(b.N)/took.Seconds(), "changes/s")
+	var repaired int64
+	for _, cl := range c.clients {
+		if r, ok := cl.(interface{ Repaired() int64 }); ok {
+			repaired += r.Repaired()
+		}
+	}
+	b.ReportMetric(float64(repaired), "repaired_events")
 }

@@ -176,15 +176,6 @@ func startNATS(t testing.TB) *natsServer {
 	return n
 }
 
-// restart stops NATS for down, then starts it on the same port.
-func (n *natsServer) restart(t testing.TB, down time.Duration) {
-	t.Helper()
-	n.stop()
-	time.Sleep(down) // the outage itself is what is being tested
-	n.start(t)
-	waitTCP(t, n.addr)
-}
-
 func waitTCP(t testing.TB, addr string) {
 	t.Helper()
 	eventually(t, "listening on "+addr, func() bool {

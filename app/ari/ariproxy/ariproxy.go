@@ -20,7 +20,6 @@ package ariproxy
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -62,6 +61,7 @@ type Client struct {
 
 	dropped  atomic.Int64
 	lastDrop atomic.Int64
+	repaired atomic.Int64
 }
 
 var _ ari.Client = (*Client)(nil)
@@ -132,6 +132,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
 
 // Node returns the bound entity id ("" while it is being looked up).
 func (c *Client) Node() string { return *c.node.Load() }
+
+// Repaired counts the changes of known devices that only a repair found:
+// events ari-proxy lost (see repair.go).
+func (c *Client) Repaired() int64 { return c.repaired.Load() }
 
 // Events implements ari.Client.
 func (c *Client) Events() <-chan ari.DeviceStateEvent { return c.events }
@@ -292,7 +296,7 @@ func (c *Client) run(ctx context.Context) {
 // Stasis: states, and the subscription was lost).
 func (c *Client) check(ctx context.Context) error {
 	if !c.nc.IsConnected() {
-		return errors.New("ari-proxy: NATS not connected")
+		return ErrNATSDown
 	}
 	c.mu.Lock()
 	gap := c.natsGap

@@ -136,6 +136,9 @@ func (c *Client) repair(ctx context.Context) (int, error) {
 			c.known.mu.Unlock()
 			now := time.Now()
 			c.deliver(ari.DeviceStateEvent{Node: node, Device: name, State: st, Received: now})
+			if ok {
+				c.repaired.Add(1) // not a first sighting: a change was lost
+			}
 			mu.Lock()
 			emitted++
 			mu.Unlock()

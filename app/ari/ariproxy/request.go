@@ -24,6 +24,8 @@ var (
 	ErrNoProxy = errors.New("ariproxy: no ari-proxy answers for the node")
 	// ErrTimeout: every attempt timed out (RequestTimeout each).
 	ErrTimeout = errors.New("ariproxy: request timed out")
+	// ErrNATSDown: the NATS connection is down (it keeps reconnecting).
+	ErrNATSDown = errors.New("ariproxy: NATS not connected")
 	// ErrNoNode: the client is not bound to a node yet.
 	ErrNoNode = errors.New("ariproxy: node not found yet")
 )
@@ -46,6 +48,10 @@ func (e *RemoteError) Error() string {
 func (c *Client) request(ctx context.Context, class, node string, req *proxy.Request) (*proxy.Response, error) {
 	if node == "" {
 		return nil, ErrNoNode
+	}
+	if !c.nc.IsConnected() {
+		// nats.go would buffer the request until it reconnects: fail now.
+		return nil, fmt.Errorf("%w (%s)", ErrNATSDown, req.Kind)
 	}
 	if req.Key == nil {
 		req.Key = ariv5.NewKey("", "")
