@@ -3,6 +3,7 @@ package ariproxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -89,6 +90,7 @@ func TestProxyRestart(t *testing.T) {
 	a := startServer(t, nats.URL, "aim-a", "02:00:00:00:00:0a", 2)
 	c := newClient(t, ariproxy.Config{NATSURL: nats.URL, Node: a.entity})
 	waitSignal(t, c, "first connect")
+	nextEvent(t, c, "PJSIP/1001", "UNAVAILABLE") // the first re-read knows the phone
 
 	a.proxy.stop()
 	start := time.Now()
@@ -98,9 +100,19 @@ func TestProxyRestart(t *testing.T) {
 	}
 	eventually(t, "down in status", func() bool { return !c.Status().Connected })
 	drainSignals(c)
+	// A change nobody relays: the repair after the reconnect finds it.
+	if err := a.sim.SetDeviceState("PJSIP/1001", "BUSY"); err != nil {
+		t.Fatal(err)
+	}
 
 	a.proxy.start(t)
 	waitSignal(t, c, "proxy back")
+	if ev := nextEvent(t, c, "PJSIP/1001", "BUSY"); ev.Node != a.entity {
+		t.Fatalf("repaired event: %+v", ev)
+	}
+	if c.Repaired() < 1 {
+		t.Fatalf("Repaired() = %d", c.Repaired())
+	}
 	if err := a.sim.SetDeviceState("PJSIP/1002", "RINGING"); err != nil {
 		t.Fatal(err)
 	}
@@ -136,4 +148,43 @@ func TestAsteriskRestart(t *testing.T) {
 	if a.proxy.exited() {
 		t.Fatal("ari-proxy exited on the Asterisk restart")
 	}
+}
+
+// TestBurstRepaired: ari-proxy drops events past a burst of 100 (its
+// ari/v5 bus buffer); after the burst the client re-reads the devices, so
+// the consumer ends up with every device's last state all the same.
+func TestBurstRepaired(t *testing.T) {
+	nats := startNATS(t)
+	var exts []string
+	for i := range 300 {
+		exts = append(exts, fmt.Sprintf("2%04d", i))
+	}
+	a := startServerWith(t, nats.URL, "aim-a", "02:00:00:00:00:0a", exts)
+	c := newClient(t, ariproxy.Config{NATSURL: nats.URL, Node: a.entity, RepairInterval: -1})
+	waitSignal(t, c, "first connect")
+	last := map[string]string{}
+	drain := func() {
+		for len(c.Events()) > 0 {
+			ev := <-c.Events()
+			last[ev.Device] = ev.State
+		}
+	}
+	// The connect-time repair reports every endpoint once.
+	eventually(t, "initial states", func() bool { drain(); return len(last) == len(exts) })
+
+	for _, e := range exts {
+		if err := a.sim.SetDeviceState("PJSIP/"+e, "RINGING"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "every device RINGING", func() bool {
+		drain()
+		for _, e := range exts {
+			if last["PJSIP/"+e] != "RINGING" {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("%d of %d changes found by repair", c.Repaired(), len(exts))
 }

@@ -82,10 +82,13 @@ func (c *Client) repairLoop(ctx context.Context) {
 		if !c.Status().Connected {
 			continue
 		}
+		before := c.repaired.Load()
 		if n, err := c.repair(ctx); err != nil && ctx.Err() == nil {
 			c.log.Warn("ari-proxy: device state repair failed", "node", c.Node(), "error", err)
-		} else if n > 0 {
-			c.log.Info("ari-proxy: device states repaired (events lost by ari-proxy)", "node", c.Node(), "repaired", n)
+		} else if lost := c.repaired.Load() - before; lost > 0 {
+			c.log.Info("ari-proxy: device state changes found by repair (events lost on the way)", "node", c.Node(), "lost", lost, "emitted", n)
+		} else {
+			c.log.Debug("ari-proxy: device states re-read", "node", c.Node(), "emitted", n)
 		}
 	}
 }

@@ -79,6 +79,7 @@ func (c *Client) request(ctx context.Context, class, node string, req *proxy.Req
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("ariproxy: %s on %s: %w", req.Kind, node, ctx.Err())
 		case errors.Is(err, nats.ErrNoResponders):
+			c.poke() // the proxy is gone: let the run loop confirm and report it now
 			return nil, fmt.Errorf("%w %s (%s)", ErrNoProxy, node, req.Kind)
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
 			if attempt < c.cfg.Retries {
