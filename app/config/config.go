@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -299,5 +300,19 @@ func (c Config) Redacted() ([]byte, error) {
 			*s = "REDACTED"
 		}
 	}
+	c.ARI.NATSURL = redactURLs(c.ARI.NATSURL)
 	return yaml.Marshal(c)
+}
+
+// redactURLs hides the credentials of a comma-separated URL list
+// (nats://user:password@host:4222).
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("REDACTED")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }

@@ -52,6 +52,7 @@ func TestParse(t *testing.T) {
 func TestRedacted(t *testing.T) {
 	c := Default()
 	c.AMI.Secret, c.ARI.Password, c.Store.Redis.Password, c.API.Token = "s1", "s2", "s3", "s4"
+	c.ARI.NATSURL = "nats://doorman:s5@10.0.0.5:4222,nats://10.0.0.6:4222"
 	out, err := c.Redacted()
 	if err != nil {
 		t.Fatal(err)
@@ -60,6 +61,9 @@ func TestRedacted(t *testing.T) {
 		if strings.Contains(string(out), ": "+s+"\n") {
 			t.Fatalf("secret %s printed:\n%s", s, out)
 		}
+	}
+	if strings.Contains(string(out), "s5") || !strings.Contains(string(out), "nats://REDACTED@10.0.0.5:4222,nats://10.0.0.6:4222") {
+		t.Fatalf("NATS credentials printed or URL lost:\n%s", out)
 	}
 	if c.AMI.Secret != "s1" {
 		t.Fatal("Redacted changed the original")
