@@ -43,6 +43,7 @@ type Client struct {
 	signal chan struct{}
 	kick   chan struct{} // run loop: check now (NATS back, node announced)
 	known  known
+	late   lateWrites
 	// repairNow asks repairLoop for a repair (after each fresh connect).
 	repairNow chan struct{}
 	cancel    context.CancelFunc
@@ -85,6 +86,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
 		signal: make(chan struct{}, 1),
 		kick:   make(chan struct{}, 1),
 		known:  known{dev: map[string]devState{}},
+		late:   lateWrites{names: map[string]*lateName{}},
 
 		repairNow: make(chan struct{}, 1),
 		cancel:    cancel,
@@ -116,18 +118,26 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
 		cancel()
 		return nil, fmt.Errorf("ariproxy: subscribing to announcements: %w", err)
 	}
-	// Events of every node of the application; the node filter is applied
-	// per event, so a node found later by system name needs no resubscribe.
-	if _, err := nc.Subscribe(cfg.Prefix+"event."+cfg.Application+".>", c.onEvent); err != nil {
-		nc.Close()
-		cancel()
-		return nil, fmt.Errorf("ariproxy: subscribing to events: %w", err)
+	if node != "" {
+		if err := c.subscribeEvents(node); err != nil {
+			nc.Close()
+			cancel()
+			return nil, err
+		}
 	}
 	go c.run(ctx)
-	if cfg.BurstEvents > 0 {
-		go c.repairLoop(ctx)
-	}
+	go c.maintain(ctx)
 	return c, nil
+}
+
+// subscribeEvents listens to the node's events only (ari-proxy publishes
+// each node's on <prefix>event.<app>.<node>); nats.go renews it after
+// every reconnect.
+func (c *Client) subscribeEvents(node string) error {
+	if _, err := c.nc.Subscribe(c.cfg.Prefix+"event."+c.cfg.Application+"."+node, c.onEvent); err != nil {
+		return fmt.Errorf("ariproxy: subscribing to events of %s: %w", node, err)
+	}
+	return nil
 }
 
 // Node returns the bound entity id ("" while it is being looked up).
@@ -306,6 +316,9 @@ func (c *Client) check(ctx context.Context) error {
 	if node == "" {
 		n, err := c.resolve(ctx)
 		if err != nil {
+			return err
+		}
+		if err := c.subscribeEvents(n); err != nil {
 			return err
 		}
 		node = n

@@ -48,12 +48,13 @@ func (k *known) arrived() {
 	k.mu.Unlock()
 }
 
-// repairLoop repairs after a burst has ended, and periodically.
-func (c *Client) repairLoop(ctx context.Context) {
+// maintain repairs after a burst has ended, after each fresh connect and
+// periodically, and reads back writes that may have arrived late.
+func (c *Client) maintain(ctx context.Context) {
 	tick := time.NewTicker(c.cfg.BurstWindow)
 	defer tick.Stop()
 	var periodic <-chan time.Time
-	if c.cfg.RepairInterval > 0 {
+	if c.cfg.RepairInterval > 0 && c.cfg.BurstEvents > 0 {
 		t := time.NewTicker(c.cfg.RepairInterval)
 		defer t.Stop()
 		periodic = t.C
@@ -64,12 +65,21 @@ func (c *Client) repairLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-c.repairNow:
+			if c.cfg.BurstEvents <= 0 {
+				continue
+			}
 		case <-periodic:
 		case <-tick.C:
+			if c.Status().Connected {
+				c.checkLate(ctx)
+			}
 			c.known.mu.Lock()
 			n := c.known.burst
 			c.known.burst = 0
 			c.known.mu.Unlock()
+			if c.cfg.BurstEvents <= 0 {
+				continue
+			}
 			if n >= c.cfg.BurstEvents {
 				inBurst = true
 				continue

@@ -106,6 +106,12 @@ func (c *Client) SetStasisState(ctx context.Context, name, state string) error {
 	}
 	_, err := c.request(ctx, "command", c.Node(), &proxy.Request{Kind: "DeviceStateUpdate", Key: deviceKey(name),
 		DeviceStateUpdate: &proxy.DeviceStateUpdate{State: state}})
+	switch {
+	case err == nil:
+		c.late.wrote(name, state, time.Now())
+	case mayArriveLate(err):
+		c.late.taint(name, time.Now())
+	}
 	return err
 }
 
