@@ -18,6 +18,7 @@ import (
 	"github.com/asterisksupport/doorman/app/ami"
 	"github.com/asterisksupport/doorman/app/api"
 	"github.com/asterisksupport/doorman/app/ari"
+	"github.com/asterisksupport/doorman/app/ari/ariproxy"
 	"github.com/asterisksupport/doorman/app/blf"
 	"github.com/asterisksupport/doorman/app/config"
 	"github.com/asterisksupport/doorman/app/finder"
@@ -181,10 +182,16 @@ func startIntrusion(ctx context.Context, g *errgroup.Group, cfg config.Config, s
 
 func startBLF(ctx context.Context, g *errgroup.Group, cfg config.Config, store state.Store,
 	amiClient *ami.Client, reg prometheus.Registerer, log *slog.Logger) (*blf.Monitor, error) {
-	if cfg.ARI.Transport != "native" {
-		return nil, fmt.Errorf("ari.transport %q is not available in this build", cfg.ARI.Transport)
+	var client ari.Client
+	var err error
+	switch cfg.ARI.Transport {
+	case "native":
+		client, err = ari.NewNative(ctx, cfg.ARI.NativeConfig, log.With("component", "ari"))
+	case "ari-proxy":
+		client, err = ariproxy.New(ctx, cfg.ARIProxy(), log.With("component", "ari", "transport", "ari-proxy"))
+	default:
+		err = fmt.Errorf("ari.transport %q: want native or ari-proxy", cfg.ARI.Transport)
 	}
-	client, err := ari.NewNative(ctx, cfg.ARI.NativeConfig, log.With("component", "ari"))
 	if err != nil {
 		return nil, err
 	}
