@@ -16,11 +16,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian may start these on install; the tests start their own instances.
+# Debian may start these on install; the tests start their own instances
+# (on ports of their own), so the system services are not needed.
 systemctl disable --now redis-server fail2ban nats-server >/dev/null 2>&1 || true
-pkill -x redis-server >/dev/null 2>&1 || true
-pkill -f fail2ban-server >/dev/null 2>&1 || true
-pkill -x nats-server >/dev/null 2>&1 || true
 
 export PATH="$PATH:/usr/local/go/bin:/usr/local/bin"
 command -v task >/dev/null 2>&1 ||
