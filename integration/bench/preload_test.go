@@ -83,8 +83,15 @@ func preload(spec string) error {
 	case err := <-errc:
 		return err
 	default:
-		return nil
 	}
+	// How long the agent's restore waits on the store alone.
+	t0 := time.Now()
+	list, err := st.ListBans(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("ListBans: %d bans in %s\n", len(list), time.Since(t0).Round(time.Millisecond))
+	return nil
 }
 
 // preloadBans writes n permanent bans from first through the redisstore
@@ -93,7 +100,9 @@ func (r *rig) preloadBans(first netip.Addr, n int) {
 	r.tb.Helper()
 	cmd := exec.Command("ip", "netns", "exec", r.redis.Host.NS, os.Args[0])
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%d", preloadEnv, r.redis.Addr, first, n))
-	if out, err := cmd.CombinedOutput(); err != nil {
+	out, err := cmd.CombinedOutput()
+	if err != nil {
 		r.tb.Fatalf("bench: preload %d bans: %v: %s", n, err, out)
 	}
+	r.logf("preload: %s", strings.TrimSpace(string(out)))
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,6 +46,7 @@ type rig struct {
 	f2bLog   string
 	agent    *harness.Proc
 	amiAddr  string // "" = the simulator's 127.0.0.1:5038
+	oneCore  bool   // run the agent with GOMAXPROCS=1
 	fail2ban *harness.Fail2ban
 }
 
@@ -174,8 +176,8 @@ intrusion:
   never_ban: [{{range $i, $a := .Trusted}}{{if $i}}, {{end}}"{{$a}}"{{end}}]
 `))
 
-// startAgent (re)starts the doorman agent with threshold, pinned to one
-// core (GOMAXPROCS=1) as the targets are stated per core.
+// startAgent (re)starts the doorman agent with threshold (on one core,
+// GOMAXPROCS=1, if r.oneCore).
 func (r *rig) startAgent(threshold int, trusted ...string) {
 	r.tb.Helper()
 	r.startAgentAsync(threshold, trusted...)
@@ -201,7 +203,11 @@ func (r *rig) startAgentAsync(threshold int, trusted ...string) {
 	if err := os.WriteFile(cfg, buf.Bytes(), 0o600); err != nil {
 		r.tb.Fatal(err)
 	}
-	r.agent = r.dm.Start(r.tb, "doorman-agent", "env", "GOMAXPROCS=1", filepath.Join(r.bin, "doorman"), "agent", "-c", cfg)
+	procs := "GOMAXPROCS=" + strconv.Itoa(runtime.NumCPU())
+	if r.oneCore {
+		procs = "GOMAXPROCS=1"
+	}
+	r.agent = r.dm.Start(r.tb, "doorman-agent", "env", procs, filepath.Join(r.bin, "doorman"), "agent", "-c", cfg)
 }
 
 func (r *rig) waitHealthy() {
@@ -260,6 +266,44 @@ func (r *rig) metrics() (map[string]float64, error) {
 	return out, sc.Err()
 }
 
+// histQuantile reads the agent's histogram name and returns the upper
+// bound of the bucket holding quantile q (e.g. 0.99), in seconds.
+func (r *rig) histQuantile(name string, q float64) (float64, error) {
+	req, _ := http.NewRequest("GET", "http://127.0.0.1:9485/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+apiToken)
+	resp, err := r.dm.HTTPClient(3 * time.Second).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name+`_bucket{le="`)
+		if !ok {
+			continue
+		}
+		le, cnt, _ := strings.Cut(rest, `"} `)
+		l, err1 := strconv.ParseFloat(le, 64)
+		n, err2 := strconv.ParseFloat(cnt, 64)
+		if err1 == nil && err2 == nil {
+			bs = append(bs, bucket{l, n})
+		}
+	}
+	if len(bs) == 0 || bs[len(bs)-1].n == 0 {
+		return 0, fmt.Errorf("bench: no %s samples", name)
+	}
+	total := bs[len(bs)-1].n
+	for _, b := range bs {
+		if b.n >= q*total {
+			return b.le, nil
+		}
+	}
+	return bs[len(bs)-1].le, nil
+}
+
 // pidOf finds the process named comm running in h's namespace.
 func pidOf(h *harness.Host, comm string) (int, error) {
 	out, err := exec.Command("ip", "netns", "pids", h.NS).Output()
@@ -300,4 +344,29 @@ func cpuSeconds(pid int) (float64, error) {
 // 10 lines and shown only at its end).
 func (r *rig) logf(format string, a ...any) {
 	fmt.Printf("    "+format+"\n", a...)
+}
+
+// perfEnv names a directory: when set, the doorman phases are recorded with
+// `perf record -g` there (the agent has no pprof endpoint), for
+// `perf report -i <file>`.
+const perfEnv = "DOORMAN_BENCH_PERF"
+
+// perf records pid until the returned func is called; a no-op unless
+// perfEnv is set.
+func (r *rig) perf(pid int, name string) func() {
+	dir := os.Getenv(perfEnv)
+	if dir == "" || !strings.HasPrefix(name, "doorman") {
+		return func() {}
+	}
+	out := filepath.Join(dir, name+".perf")
+	cmd := exec.Command("perf", "record", "-F", "2000", "-g", "-p", strconv.Itoa(pid), "-o", out)
+	if err := cmd.Start(); err != nil {
+		r.logf("perf: %v", err)
+		return func() {}
+	}
+	return func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		_ = cmd.Wait()
+		r.logf("perf: %s", out)
+	}
 }
