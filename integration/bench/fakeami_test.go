@@ -57,10 +57,10 @@ func (f *fakeAMI) serve() {
 // login the connection becomes the one events are replayed on.
 func (f *fakeAMI) session(c net.Conn) {
 	defer c.Close()
-	var wmu sync.Mutex
+	// Event replay and responses share the socket: writes hold f.mu.
 	write := func(s string) {
-		wmu.Lock()
-		defer wmu.Unlock()
+		f.mu.Lock()
+		defer f.mu.Unlock()
 		_, _ = c.Write([]byte(s))
 	}
 	write("Asterisk Call Manager/11.0.0\r\n")
@@ -82,14 +82,11 @@ func (f *fakeAMI) session(c net.Conn) {
 			}
 			continue
 		}
-		f.mu.Lock()
-		f.conn = c
-		f.mu.Unlock()
-		// Event replay and responses share the socket: hold the write lock.
-		f.mu.Lock()
 		write("Response: Success\r\nActionID: " + id + "\r\nMessage: ok\r\n\r\n")
-		f.mu.Unlock()
 		if strings.EqualFold(action, "Login") {
+			f.mu.Lock()
+			f.conn = c
+			f.mu.Unlock()
 			f.once.Do(func() { close(f.ready) })
 		}
 		id, action = "", ""
