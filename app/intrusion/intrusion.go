@@ -188,7 +188,14 @@ func (m *Monitor) Handle(ev ami.SecurityEvent) {
 	src := netip.AddrPortFrom(addr, ev.Remote.Port())
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.groups.observe(attemptKey{session: ev.SessionID, source: src}, recv) {
+	key := attemptKey{session: ev.SessionID, source: src}
+	isNew := m.groups.observe(key, recv)
+	if endsAttempt(ev) {
+		// The next event with this key is a new attempt, however soon it
+		// comes: an attacker reusing one Call-ID must not get free guesses.
+		m.groups.close(key)
+	}
+	if !isNew {
 		return // another event of an attempt already counted
 	}
 	m.met.attempts.Inc()
