@@ -44,10 +44,27 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return n`)
 
-// wireBanEvent is a ban feed message.
+// wireBanEvent is a ban feed message. PutBans sends one message per batch:
+// the first ban in Ban, the others (same Kind) in More. An agent that does
+// not know More still takes the first ban and finds the others at its next
+// listing of the store.
 type wireBanEvent struct {
 	Kind state.EventKind `json:"k"`
 	Ban  state.Ban       `json:"b"`
+	More []state.Ban     `json:"more,omitempty"`
+}
+
+func decodeBanEvents(payload string) ([]state.BanEvent, error) {
+	var w wireBanEvent
+	if err := json.Unmarshal([]byte(payload), &w); err != nil {
+		return nil, err
+	}
+	evs := make([]state.BanEvent, 0, 1+len(w.More))
+	evs = append(evs, state.BanEvent{Kind: w.Kind, Ban: w.Ban})
+	for _, b := range w.More {
+		evs = append(evs, state.BanEvent{Kind: w.Kind, Ban: b})
+	}
+	return evs, nil
 }
 
 // Incr atomically increments counter key; it expires window after its
@@ -77,10 +94,7 @@ func (s *Store) PutBan(ctx context.Context, b state.Ban) error {
 	if err := b.Validate(); err != nil {
 		return fmt.Errorf("redisstore: put: %w", err)
 	}
-	b.Prefix = b.Prefix.Masked()
-	if b.Permanent {
-		b.Expires = time.Time{}
-	}
+	b = normalizeBan(b)
 	js, err := encodeBan(b)
 	if err != nil {
 		return fmt.Errorf("redisstore: put ban %v: %w", b.Prefix, err)
@@ -89,10 +103,7 @@ func (s *Store) PutBan(ctx context.Context, b state.Ban) error {
 	if err != nil {
 		return fmt.Errorf("redisstore: put ban %v: %w", b.Prefix, err)
 	}
-	exp := int64(0)
-	if !b.Permanent {
-		exp = max(b.Expires.UnixMilli(), 1)
-	}
+	exp := banExpiry(b)
 	member := b.Prefix.String()
 	err = putBanScript.Run(ctx, s.rdb, []string{s.k.ban(member), s.k.bans()},
 		js, exp, member, s.k.banFeed(), ev, time.Now().UnixMilli()).Err()
@@ -193,14 +204,7 @@ func (s *Store) mget(ctx context.Context, keys []string) ([]string, error) {
 // Resync after each reconnect. It returns once the subscription is
 // confirmed, so changes made after it returns are delivered.
 func (s *Store) WatchBans(ctx context.Context) (<-chan state.BanEvent, error) {
-	decode := func(payload string) (state.BanEvent, error) {
-		var w wireBanEvent
-		if err := json.Unmarshal([]byte(payload), &w); err != nil {
-			return state.BanEvent{}, err
-		}
-		return state.BanEvent{Kind: w.Kind, Ban: w.Ban}, nil
-	}
-	ch, err := watch(ctx, s, s.k.banFeed(), decode, state.BanEvent{Kind: state.Resync})
+	ch, err := watch(ctx, s, s.k.banFeed(), decodeBanEvents, state.BanEvent{Kind: state.Resync})
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: watch bans: %w", err)
 	}
