@@ -44,29 +44,6 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return n`)
 
-// wireBanEvent is a ban feed message. PutBans sends one message per batch:
-// the first ban in Ban, the others (same Kind) in More. An agent that does
-// not know More still takes the first ban and finds the others at its next
-// listing of the store.
-type wireBanEvent struct {
-	Kind state.EventKind `json:"k"`
-	Ban  state.Ban       `json:"b"`
-	More []state.Ban     `json:"more,omitempty"`
-}
-
-func decodeBanEvents(payload string) ([]state.BanEvent, error) {
-	var w wireBanEvent
-	if err := json.Unmarshal([]byte(payload), &w); err != nil {
-		return nil, err
-	}
-	evs := make([]state.BanEvent, 0, 1+len(w.More))
-	evs = append(evs, state.BanEvent{Kind: w.Kind, Ban: w.Ban})
-	for _, b := range w.More {
-		evs = append(evs, state.BanEvent{Kind: w.Kind, Ban: b})
-	}
-	return evs, nil
-}
-
 // Incr atomically increments counter key; it expires window after its
 // first increment.
 func (s *Store) Incr(ctx context.Context, key string, window time.Duration) (int64, error) {

@@ -2,7 +2,6 @@ package redisstore
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -106,7 +105,7 @@ func (s *Store) PutBans(ctx context.Context, bans []state.Ban) error {
 }
 
 func (s *Store) putBans(ctx context.Context, bans []state.Ban) error {
-	ev, err := json.Marshal(wireBanEvent{Kind: state.Added, Ban: bans[0], More: bans[1:]})
+	ev, err := encodeBanEvents(state.Added, bans)
 	if err != nil {
 		return err
 	}
