@@ -145,7 +145,14 @@ func New(cfg Config, deps Deps) (*Monitor, error) {
 	}
 	m.neverBan = append(append([]netip.Prefix{}, loopback...), cfg.NeverBan...)
 	m.writer = newBanWriter(m)
-	m.counters = newCounterWorkers(m, 4)
+	// Several workers hide the round trips of one-at-a-time counter
+	// updates; with a batching store one worker sends everything queued in
+	// one round trip, and more would only split that.
+	workers := 4
+	if _, ok := deps.Store.(BatchBans); ok {
+		workers = 1
+	}
+	m.counters = newCounterWorkers(m, workers)
 	m.fwq = newFWQueue(m)
 	met, err := newMetrics(deps.Metrics, func() float64 { return float64(m.writer.pendingLen()) })
 	if err != nil {
