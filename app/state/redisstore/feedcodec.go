@@ -11,12 +11,12 @@ import (
 	"github.com/asterisksupport/doorman/app/state"
 )
 
-// wireBanEvent is a ban feed message. PutBans sends one message per batch:
-// the first ban in Ban, as single-ban messages carry it, and the others
-// (same Kind) in More, in the compact form of appendFeedBan, which costs a
-// fraction of JSON to write and to read on every agent. An agent that does
-// not know More still takes the first ban and finds the others at its next
-// listing of the store.
+// wireBanEvent is a ban feed message. PutBans sends one message per batch
+// that carries every ban in More, in the compact form of appendFeedBan,
+// which costs a fraction of JSON to write and to read on every agent, and
+// the first ban in Ban as well, where single-ban messages carry it: an agent
+// that does not know More still takes that one and finds the others at its
+// next listing of the store.
 type wireBanEvent struct {
 	Kind state.EventKind `json:"k"`
 	Ban  state.Ban       `json:"b"`
@@ -26,8 +26,8 @@ type wireBanEvent struct {
 func encodeBanEvents(kind state.EventKind, bans []state.Ban) ([]byte, error) {
 	w := wireBanEvent{Kind: kind, Ban: bans[0]}
 	if len(bans) > 1 {
-		buf := make([]byte, 0, 80*(len(bans)-1))
-		for _, b := range bans[1:] {
+		buf := make([]byte, 0, 80*len(bans))
+		for _, b := range bans {
 			buf = appendFeedBan(buf, b)
 		}
 		w.More = string(buf)
@@ -36,11 +36,24 @@ func encodeBanEvents(kind state.EventKind, bans []state.Ban) ([]byte, error) {
 }
 
 func decodeBanEvents(payload string) ([]state.BanEvent, error) {
-	var w wireBanEvent
+	// Ban is kept raw: in a batch it is decoded from More instead, which
+	// is much cheaper than JSON's reflection and time parsing.
+	var w struct {
+		Kind state.EventKind `json:"k"`
+		Ban  json.RawMessage `json:"b"`
+		More string          `json:"more"`
+	}
 	if err := json.Unmarshal([]byte(payload), &w); err != nil {
 		return nil, err
 	}
-	evs := []state.BanEvent{{Kind: w.Kind, Ban: w.Ban}}
+	if w.More == "" {
+		var b state.Ban
+		if err := json.Unmarshal(w.Ban, &b); err != nil {
+			return nil, err
+		}
+		return []state.BanEvent{{Kind: w.Kind, Ban: b}}, nil
+	}
+	evs := make([]state.BanEvent, 0, 16)
 	for rest := w.More; rest != ""; {
 		var b state.Ban
 		var err error
