@@ -109,6 +109,20 @@ func TestLargeAddsWithoutRead(t *testing.T) {
 		want[e.Prefix] = 0
 	}
 	checkSet(t, f, want)
+
+	// After a flush, Init recreates the sets empty and a restore lands.
+	ns.MustRun(t, "nft", "flush", "ruleset")
+	if err := f.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Add(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	want = map[netip.Prefix]time.Duration{}
+	for _, e := range es {
+		want[e.Prefix] = 0
+	}
+	checkSet(t, f, want)
 }
 
 func checkSet(t *testing.T, f firewall.Firewall, want map[netip.Prefix]time.Duration) {
