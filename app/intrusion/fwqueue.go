@@ -39,8 +39,9 @@ type fwOp struct {
 }
 
 // maxLiveBatch bounds a batch holding fresh bans, whose latency counts:
-// the nftables backend reads the whole set before adding 256 or more
-// entries, which under a flood costs more latency than it saves. Batches
+// every ban of a batch waits for the whole kernel transaction. (The
+// nftables backend also reads a small set before adding 256 or more
+// entries; it no longer reads a large one.) Batches
 // of restored bans (start, resync, repair) are not bounded: they go to
 // the kernel in one Add, which the backend splits into netlink batches.
 const maxLiveBatch = 255

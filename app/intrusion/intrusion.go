@@ -53,16 +53,18 @@ type Deps struct {
 // every security event; Run does the I/O. Its methods are safe for
 // concurrent use.
 type Monitor struct {
-	cfg      Config
-	store    state.Bans
-	fw       firewall.Firewall
-	server   string
-	log      *slog.Logger
-	clock    Clock
-	met      *metrics
-	triggers map[string]bool
-	services map[string]bool // upper case; empty: all
-	neverBan []netip.Prefix  // config plus loopback
+	cfg    Config
+	store  state.Bans
+	fw     firewall.Firewall
+	server string
+	log    *slog.Logger
+	// banLog and feedLog limit per-ban log lines (under mu).
+	banLog, feedLog logLimit
+	clock           Clock
+	met             *metrics
+	triggers        map[string]bool
+	services        map[string]bool // upper case; empty: all
+	neverBan        []netip.Prefix  // config plus loopback
 
 	mu      sync.Mutex
 	groups  *attempts
@@ -117,6 +119,8 @@ func New(cfg Config, deps Deps) (*Monitor, error) {
 	}
 	m := &Monitor{
 		cfg:      cfg,
+		banLog:   logLimit{what: "bans"},
+		feedLog:  logLimit{what: "bans from the cluster"},
 		store:    deps.Store,
 		fw:       deps.Firewall,
 		server:   deps.Server,
@@ -145,7 +149,14 @@ func New(cfg Config, deps Deps) (*Monitor, error) {
 	}
 	m.neverBan = append(append([]netip.Prefix{}, loopback...), cfg.NeverBan...)
 	m.writer = newBanWriter(m)
-	m.counters = newCounterWorkers(m, 4)
+	// Several workers hide the round trips of one-at-a-time counter
+	// updates; with a batching store one worker sends everything queued in
+	// one round trip, and more would only split that.
+	workers := 4
+	if _, ok := deps.Store.(BatchBans); ok {
+		workers = 1
+	}
+	m.counters = newCounterWorkers(m, workers)
 	m.fwq = newFWQueue(m)
 	met, err := newMetrics(deps.Metrics, func() float64 { return float64(m.writer.pendingLen()) })
 	if err != nil {
@@ -321,7 +332,9 @@ func (m *Monitor) banLocked(p netip.Prefix, rec *record, now, recv time.Time, re
 	m.setBanLocked(b, false, recv)
 	m.met.bans.WithLabelValues(kind(b.Permanent), "local").Inc()
 	m.writer.put(b, nil)
-	m.log.Info("ban", "prefix", p, "permanent", b.Permanent, "expires", b.Expires, "strikes", b.Strikes, "reason", b.Reason)
+	if m.banLog.allow(m.log, now) {
+		m.log.Info("ban", "prefix", p, "permanent", b.Permanent, "expires", b.Expires, "strikes", b.Strikes, "reason", b.Reason)
+	}
 }
 
 // setBanLocked makes b enforced here and queues it for the firewall.

@@ -143,7 +143,9 @@ func (m *Monitor) applyFeedBan(b state.Ban) {
 		r.strikes = max(r.strikes, b.Strikes)
 	}
 	m.met.bans.WithLabelValues(kind(b.Permanent), "remote").Inc()
-	m.log.Info("ban from the cluster", "prefix", p, "permanent", b.Permanent, "expires", b.Expires, "server", b.Server, "reason", b.Reason)
+	if m.feedLog.allow(m.log, m.clock.Now()) {
+		m.log.Info("ban from the cluster", "prefix", p, "permanent", b.Permanent, "expires", b.Expires, "server", b.Server, "reason", b.Reason)
+	}
 }
 
 // outlasts reports whether a ends after b.

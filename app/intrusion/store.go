@@ -112,8 +112,12 @@ func (w *banWriter) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-w.wake:
-			if retry != nil && !w.takeUrgent() {
+			urgent := w.takeUrgent()
+			if retry != nil && !urgent {
 				continue // backing off; the timer will flush
+			}
+			if !urgent && !w.m.gather(ctx) {
+				return
 			}
 		case <-retry:
 			retry = nil
@@ -348,6 +352,9 @@ func (c *counterWorkers) runShard(ctx context.Context, s *counterShard) {
 			return
 		case <-s.wake:
 		}
+		if !c.m.gather(ctx) {
+			return
+		}
 		s.mu.Lock()
 		batch, s.ops = s.ops, batch[:0]
 		s.mu.Unlock()
@@ -425,6 +432,26 @@ func (c *counterWorkers) result(op counterOp, n int64) {
 		c.m.onStrikeCount(op.prefix, n, op.recv, op.why)
 	case opEscalate:
 		c.m.onEscalation(op.prefix, n)
+	}
+}
+
+// gatherFor is how long a store writer waits after the first item of a
+// round so that the items of the next events join it: under a flood one
+// round trip then carries a few milliseconds' worth of bans and counters
+// instead of one or two, which is most of the Monitor's CPU with a real
+// store. It delays only sharing with the cluster and cluster-wide counts,
+// never the local ban. Operator calls (urgent) skip it.
+const gatherFor = time.Millisecond
+
+// gather waits gatherFor, or reports false when ctx ends first.
+func (m *Monitor) gather(ctx context.Context) bool {
+	t := time.NewTimer(gatherFor)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -44,12 +44,6 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return n`)
 
-// wireBanEvent is a ban feed message.
-type wireBanEvent struct {
-	Kind state.EventKind `json:"k"`
-	Ban  state.Ban       `json:"b"`
-}
-
 // Incr atomically increments counter key; it expires window after its
 // first increment.
 func (s *Store) Incr(ctx context.Context, key string, window time.Duration) (int64, error) {
@@ -77,10 +71,7 @@ func (s *Store) PutBan(ctx context.Context, b state.Ban) error {
 	if err := b.Validate(); err != nil {
 		return fmt.Errorf("redisstore: put: %w", err)
 	}
-	b.Prefix = b.Prefix.Masked()
-	if b.Permanent {
-		b.Expires = time.Time{}
-	}
+	b = normalizeBan(b)
 	js, err := encodeBan(b)
 	if err != nil {
 		return fmt.Errorf("redisstore: put ban %v: %w", b.Prefix, err)
@@ -89,10 +80,7 @@ func (s *Store) PutBan(ctx context.Context, b state.Ban) error {
 	if err != nil {
 		return fmt.Errorf("redisstore: put ban %v: %w", b.Prefix, err)
 	}
-	exp := int64(0)
-	if !b.Permanent {
-		exp = max(b.Expires.UnixMilli(), 1)
-	}
+	exp := banExpiry(b)
 	member := b.Prefix.String()
 	err = putBanScript.Run(ctx, s.rdb, []string{s.k.ban(member), s.k.bans()},
 		js, exp, member, s.k.banFeed(), ev, time.Now().UnixMilli()).Err()
@@ -193,14 +181,7 @@ func (s *Store) mget(ctx context.Context, keys []string) ([]string, error) {
 // Resync after each reconnect. It returns once the subscription is
 // confirmed, so changes made after it returns are delivered.
 func (s *Store) WatchBans(ctx context.Context) (<-chan state.BanEvent, error) {
-	decode := func(payload string) (state.BanEvent, error) {
-		var w wireBanEvent
-		if err := json.Unmarshal([]byte(payload), &w); err != nil {
-			return state.BanEvent{}, err
-		}
-		return state.BanEvent{Kind: w.Kind, Ban: w.Ban}, nil
-	}
-	ch, err := watch(ctx, s, s.k.banFeed(), decode, state.BanEvent{Kind: state.Resync})
+	ch, err := watch(ctx, s, s.k.banFeed(), decodeBanEvents, state.BanEvent{Kind: state.Resync})
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: watch bans: %w", err)
 	}
