@@ -36,6 +36,8 @@ type BanView struct {
 
 // Bans is the operator's view of the Intrusion Monitor.
 type Bans interface {
+	// List returns the cluster's bans; with the store down it may return
+	// this server's view together with the error.
 	List(ctx context.Context) ([]BanView, error)
 	// Ban bans p cluster-wide for d (0 = permanent).
 	Ban(ctx context.Context, p netip.Prefix, d time.Duration, reason string) error
@@ -168,9 +170,13 @@ func (s *Server) listBans(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	bans, err := s.deps.Bans.List(r.Context())
-	if err != nil {
+	if err != nil && bans == nil {
 		writeError(w, http.StatusBadGateway, err)
 		return
+	}
+	if err != nil {
+		// The store is down: this server's own view is still worth showing.
+		w.Header().Set("X-Doorman-Partial", err.Error())
 	}
 	sort.Slice(bans, func(i, j int) bool { return bans[i].Prefix < bans[j].Prefix })
 	writeJSON(w, http.StatusOK, bans)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/asterisksupport/doorman/app/ari"
+	"github.com/asterisksupport/doorman/app/ari/ariproxy"
 	"github.com/asterisksupport/doorman/app/blf"
 	"github.com/asterisksupport/doorman/app/finder"
 	"github.com/asterisksupport/doorman/app/intrusion"
@@ -47,8 +49,13 @@ type AMI struct {
 
 // ARI is the connection to the local Asterisk's ARI (Busy Lamp Monitor).
 type ARI struct {
-	Transport        string `yaml:"transport"` // native | ari-proxy
-	NATSURL          string `yaml:"nats_url"`
+	Transport string `yaml:"transport"` // native | ari-proxy
+	// NATSURL (ari-proxy) is the NATS server the ari-proxy servers use.
+	NATSURL string `yaml:"nats_url"`
+	// Node (ari-proxy) is the entity id (asterisk.conf entityid) of the
+	// Asterisk this agent serves; empty: the node whose systemname is
+	// server.name.
+	Node             string `yaml:"node"`
 	PasswordFile     string `yaml:"password_file"`
 	ari.NativeConfig `yaml:",inline"`
 }
@@ -179,6 +186,9 @@ func (c *Config) derive() {
 	if c.Server.HeartbeatTTL > 0 {
 		c.Finder.HeartbeatTTL = c.Server.HeartbeatTTL
 		c.BLF.HeartbeatTTL = c.Server.HeartbeatTTL
+		if c.BLF.HeartbeatInterval >= c.Server.HeartbeatTTL {
+			c.BLF.HeartbeatInterval = c.Server.HeartbeatTTL / 3
+		}
 	}
 	// The cluster's own servers are never banned.
 	c.Intrusion.NeverBan = append(c.Intrusion.NeverBan, c.ClusterPrefixes()...)
@@ -236,13 +246,24 @@ func (c *Config) Validate() error {
 		if err := c.BLF.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("config: %w", err))
 		}
-		if c.ARI.Transport == "native" {
+		switch c.ARI.Transport {
+		case "native":
 			if err := c.ARI.NativeConfig.Validate(); err != nil {
 				errs = append(errs, fmt.Errorf("config: %w", err))
+			}
+		case "ari-proxy":
+			if err := c.ARIProxy().Validate(); err != nil {
+				errs = append(errs, fmt.Errorf("config: ari: %w", err))
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ARIProxy returns the ari-proxy transport's settings: the agent serves
+// the node ari.node, or the one whose systemname is server.name.
+func (c *Config) ARIProxy() ariproxy.Config {
+	return ariproxy.Config{NATSURL: c.ARI.NATSURL, Application: c.ARI.Application, Node: c.ARI.Node, SystemName: c.Server.Name}
 }
 
 // ClusterPrefixes returns server.cluster as prefixes (validated by Load).
@@ -279,5 +300,19 @@ func (c Config) Redacted() ([]byte, error) {
 			*s = "REDACTED"
 		}
 	}
+	c.ARI.NATSURL = redactURLs(c.ARI.NATSURL)
 	return yaml.Marshal(c)
+}
+
+// redactURLs hides the credentials of a comma-separated URL list
+// (nats://user:password@host:4222).
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("REDACTED")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }

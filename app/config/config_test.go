@@ -26,6 +26,9 @@ func TestParse(t *testing.T) {
 		{"bad cluster address", base + "server: {cluster: [not-an-ip]}", "server.cluster"},
 		{"negative heartbeat", base + "server: {heartbeat_ttl: -1s}", "server.heartbeat_ttl"},
 		{"negative ban time", base + "intrusion: {ban_time: -30s}", "ban_time"},
+		{"ari-proxy", "api: {token: x}\nserver: {name: a, sip_addr: '198.51.100.1:5060'}\nari: {transport: ari-proxy, nats_url: 'nats://127.0.0.1:4222'}", ""},
+		{"ari-proxy bad nats url", "api: {token: x}\nari: {transport: ari-proxy, nats_url: 'amqp://rabbit'}", "nats_url"},
+		{"ari-proxy bad node", "api: {token: x}\nari: {transport: ari-proxy, node: 'a.b'}", "node"},
 		{"bad transport", "api: {token: x}\nari: {password: p, transport: carrier-pigeon}", "ari.transport"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -49,6 +52,7 @@ func TestParse(t *testing.T) {
 func TestRedacted(t *testing.T) {
 	c := Default()
 	c.AMI.Secret, c.ARI.Password, c.Store.Redis.Password, c.API.Token = "s1", "s2", "s3", "s4"
+	c.ARI.NATSURL = "nats://doorman:s5@10.0.0.5:4222,nats://10.0.0.6:4222"
 	out, err := c.Redacted()
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +62,21 @@ func TestRedacted(t *testing.T) {
 			t.Fatalf("secret %s printed:\n%s", s, out)
 		}
 	}
+	if strings.Contains(string(out), "s5") || !strings.Contains(string(out), "nats://REDACTED@10.0.0.5:4222,nats://10.0.0.6:4222") {
+		t.Fatalf("NATS credentials printed or URL lost:\n%s", out)
+	}
 	if c.AMI.Secret != "s1" {
 		t.Fatal("Redacted changed the original")
+	}
+}
+
+func TestARIProxyDefaultsToServerName(t *testing.T) {
+	c, err := Parse([]byte("api: {token: x}\nserver: {name: aim-b, sip_addr: '198.51.100.1:5060'}\nari: {transport: ari-proxy}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.ARIProxy()
+	if p.NATSURL != "nats://127.0.0.1:4222" || p.Application != "doorman" || p.Node != "" || p.SystemName != "aim-b" {
+		t.Fatalf("ARIProxy() = %+v", p)
 	}
 }

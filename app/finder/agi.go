@@ -19,6 +19,7 @@ import (
 // AGIDeps are the FastAGI server's collaborators.
 type AGIDeps struct {
 	Store      state.Registrations   // lookups (LookupAOR, AllRegistrations for the index)
+	Local      LocalView             // this server's own contacts (the Tracker); nil: store only
 	Log        *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	Now        func() time.Time      // nil: time.Now
@@ -66,12 +67,12 @@ func NewAGIServer(cfg Config, deps AGIDeps) (*AGIServer, error) {
 		return nil, err
 	}
 	s := &AGIServer{
-		c: &compiled{cfg: cfg, tmpl: tmpl}, deps: deps, log: deps.Log.With("job", "finder"), m: m,
+		c: &compiled{cfg: cfg, tmpl: tmpl}, deps: deps, log: deps.Log, m: m,
 		sem: make(chan struct{}, cfg.MaxSessions), conns: map[net.Conn]struct{}{},
 	}
 	s.locate = deps.Store.LookupAOR
 	if cfg.IndexRefresh > 0 {
-		s.idx = &index{st: deps.Store, now: deps.Now, maxAge: max(cfg.HeartbeatTTL, 2*cfg.IndexRefresh)}
+		s.idx = newIndex(deps.Store, deps.Now, max(cfg.HeartbeatTTL, 2*cfg.IndexRefresh))
 		s.locate = s.idx.locate
 	}
 	return s, nil
@@ -107,6 +108,8 @@ func (s *AGIServer) Serve(ctx context.Context, ln net.Listener) error {
 	if s.idx != nil {
 		bg.Add(1)
 		go func() { defer bg.Done(); s.refreshLoop(ctx) }()
+		bg.Add(1)
+		go func() { defer bg.Done(); s.idx.revalidator(ctx, s.c.cfg.LookupTimeout) }()
 	}
 	s.log.Info("finder: FastAGI listening", "addr", ln.Addr().String())
 	var tempDelay time.Duration
@@ -163,7 +166,8 @@ func (s *AGIServer) refreshLoop(ctx context.Context) {
 	t := time.NewTicker(s.c.cfg.IndexRefresh)
 	defer t.Stop()
 	for {
-		rctx, cancel := context.WithTimeout(ctx, max(s.c.cfg.IndexRefresh, s.c.cfg.StoreTimeout))
+		// A full reload of 100,000 registrations takes seconds on a busy host.
+		rctx, cancel := context.WithTimeout(ctx, max(s.c.cfg.IndexRefresh, s.c.cfg.StoreTimeout, 30*time.Second))
 		err := s.idx.refresh(rctx)
 		cancel()
 		switch {

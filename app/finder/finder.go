@@ -67,18 +67,25 @@ func (c Config) Whereis(ctx context.Context, store state.Registrations, ext, acc
 }
 
 // FormatLocations writes locs as a table for `doorman whereis`: server,
-// its SIP address, contact, source, age (since first seen), time to expiry
-// and user agent.
+// its SIP address, contact, source, age (since first seen), expiry (date
+// and time left) and user agent.
 func FormatLocations(w io.Writer, ext string, locs []Location, now time.Time) error {
 	if len(locs) == 0 {
-		_, err := fmt.Fprintf(w, "%s is not registered on any live server\n", ext)
+		_, err := fmt.Fprintf(w, "%s is registered nowhere (no live server has a contact for it)\n", ext)
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVER\tSIP ADDRESS\tCONTACT\tSOURCE\tAGE\tEXPIRES IN\tUSER AGENT")
+	fmt.Fprintln(tw, "SERVER\tSIP ADDRESS\tCONTACT\tSOURCE\tAGE\tEXPIRES\tUSER AGENT")
 	for _, l := range locs {
+		exp := "-"
+		if !l.Expires.IsZero() {
+			exp = l.Expires.Format("2006-01-02 15:04:05") + " (expired)"
+			if left := l.Expires.Sub(now); left >= 0 {
+				exp = l.Expires.Format("2006-01-02 15:04:05") + " (in " + span(left, false) + ")"
+			}
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Server, dash(l.ServerAddr), l.Contact, dash(l.Source),
-			span(now.Sub(l.Seen), l.Seen.IsZero()), span(l.Expires.Sub(now), l.Expires.IsZero()), dash(l.UserAgent))
+			span(now.Sub(l.Seen), l.Seen.IsZero()), exp, dash(l.UserAgent))
 	}
 	return tw.Flush()
 }

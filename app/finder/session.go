@@ -10,9 +10,12 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/zaf/agi"
+
+	"github.com/asterisksupport/doorman/app/state"
 )
 
 // AGI environment limits: Asterisk 22 sends about 27 lines of well under
@@ -22,6 +25,25 @@ const (
 	maxLineLen  = 4096
 	scriptName  = "dialLocal"
 )
+
+// sessionBufs are one session's buffers, pooled: a session is short and
+// these are most of what it allocates.
+type sessionBufs struct {
+	conn      *bufio.Reader // the connection, bounded line length
+	zaf       *bufio.Reader // zaf/agi's view: environment bytes, then conn
+	w         *bufio.Writer
+	env       []byte
+	envReader bytes.Reader
+}
+
+var sessionPool = sync.Pool{New: func() any {
+	return &sessionBufs{
+		conn: bufio.NewReaderSize(nil, maxLineLen),
+		zaf:  bufio.NewReaderSize(nil, 1024),
+		w:    bufio.NewWriterSize(nil, 512),
+		env:  make([]byte, 0, 2048),
+	}
+}}
 
 // errEnv is a malformed but complete environment: the peer waits for
 // commands, so it gets a reasoned ERROR reply.
@@ -33,7 +55,12 @@ func (e *errEnv) Error() string { return e.msg }
 // and line length (zaf/agi's reader is not), and returns its raw bytes for
 // zaf/agi to parse.
 func readEnv(br *bufio.Reader) ([]byte, error) {
-	var raw bytes.Buffer
+	return readEnvInto(br, nil)
+}
+
+// readEnvInto is readEnv appending to buf (pooled by the server).
+func readEnvInto(br *bufio.Reader, buf []byte) ([]byte, error) {
+	raw := bytes.NewBuffer(buf[:0])
 	var bad error
 	for n := 0; ; n++ {
 		line, err := br.ReadSlice('\n')
@@ -101,10 +128,18 @@ func (s *AGIServer) session(ctx context.Context, conn net.Conn) {
 		s.m.seconds.Observe(s.deps.Now().Sub(start).Seconds())
 	}()
 	_ = conn.SetDeadline(time.Now().Add(s.c.cfg.SessionTimeout))
-	br := bufio.NewReaderSize(conn, maxLineLen)
-	bw := bufio.NewWriterSize(conn, 512)
+	bufs := sessionPool.Get().(*sessionBufs)
+	defer sessionPool.Put(bufs)
+	br, bw := bufs.conn, bufs.w
+	br.Reset(conn)
+	bw.Reset(conn)
+	defer br.Reset(nil) // drop conn references before pooling
+	defer bw.Reset(nil)
 
-	raw, err := readEnv(br)
+	raw, err := readEnvInto(br, bufs.env)
+	if cap(raw) <= 8192 {
+		bufs.env = raw[:0]
+	}
 	var ee *errEnv
 	switch {
 	case errors.As(err, &ee):
@@ -116,7 +151,10 @@ func (s *AGIServer) session(ctx context.Context, conn net.Conn) {
 		return
 	}
 	sess := agi.New()
-	if err := sess.Init(bufio.NewReadWriter(bufio.NewReader(io.MultiReader(bytes.NewReader(raw), br)), bw)); err != nil {
+	bufs.envReader.Reset(raw)
+	bufs.zaf.Reset(io.MultiReader(&bufs.envReader, br))
+	defer bufs.zaf.Reset(nil)
+	if err := sess.Init(bufio.NewReadWriter(bufs.zaf, bw)); err != nil {
 		status = StatusError
 		s.rawError(br, bw, "bad AGI environment: "+err.Error())
 		return
@@ -145,16 +183,20 @@ func (s *AGIServer) resolve(ctx context.Context, env map[string]string) (dial, s
 	if err != nil {
 		return "", StatusInvalid, err.Error()
 	}
-	if s.c.tmpl.usesAcct && !s.c.accountKnown(req.account) {
+	if !s.c.accountKnown(req.account) {
 		return "", StatusUnknownAccount, "unknown account " + quoteSafe(req.account)
 	}
 	name := s.c.tmpl.name(req.account, req.exten)
 	lctx, cancel := context.WithTimeout(ctx, s.c.cfg.LookupTimeout)
 	regs, err := s.locate(lctx, name)
 	cancel()
+	regs, local := s.withLocal(name, regs)
 	if err != nil {
 		s.log.Warn("finder: lookup failed", "name", name, "err", err)
-		return "", StatusError, "registration store unavailable"
+		if !local || len(regs) == 0 {
+			return "", StatusError, "registration store unavailable"
+		}
+		// Store down: this server's own contacts still answer (LOCAL).
 	}
 	dial, status, skipped := s.c.buildDial(req, regs)
 	if skipped > 0 {
@@ -164,6 +206,26 @@ func (s *AGIServer) resolve(ctx context.Context, env map[string]string) (dial, s
 		return "", status, name + " is not registered on any live server"
 	}
 	return dial, status, ""
+}
+
+// withLocal replaces the store's registrations of this server with the
+// tracker's own view (when there is one and it has synchronised): it is
+// current even when a store write failed or the store is unreachable.
+func (s *AGIServer) withLocal(name string, regs []state.Registration) ([]state.Registration, bool) {
+	if s.deps.Local == nil {
+		return regs, false
+	}
+	own, ok := s.deps.Local.LocalRegistrations(name)
+	if !ok {
+		return regs, false
+	}
+	out := own
+	for _, r := range regs {
+		if r.Server != s.c.cfg.Server {
+			out = append(out, r)
+		}
+	}
+	return out, true
 }
 
 // rawError answers a session whose environment zaf/agi cannot use: it sets

@@ -40,8 +40,8 @@ func TestWhereis(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{"SERVER", "aim-a", "127.0.0.1:5060", "sip:1001@127.0.0.1:5070", "5s", "5m0s", "sipprobe/0.1",
-		"aim-b", "10.0.0.2:5060", "37s", "6m30s"} {
+	for _, want := range []string{"SERVER", "aim-a", "127.0.0.1:5060", "sip:1001@127.0.0.1:5070", "5s", "(in 5m0s)", now.Add(300 * time.Second).Format("2006-01-02 15:04:05"), "sipprobe/0.1",
+		"aim-b", "10.0.0.2:5060", "37s", "(in 6m30s)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -62,7 +62,7 @@ func TestWhereis(t *testing.T) {
 	}
 	b.Reset()
 	_ = FormatLocations(&b, "4242", nil, now)
-	if b.String() != "4242 is not registered on any live server\n" {
+	if b.String() != "4242 is registered nowhere (no live server has a contact for it)\n" {
 		t.Errorf("empty output %q", b.String())
 	}
 	st.setFail(errDown)

@@ -2,7 +2,10 @@ package intrusion
 
 import (
 	"net/netip"
+	"strings"
 	"time"
+
+	"github.com/asterisksupport/doorman/app/ami"
 )
 
 // attemptKey identifies one attempt: Asterisk's SessionID (a SIP Call-ID or
@@ -56,6 +59,24 @@ func (a *attempts) observe(k attemptKey, now time.Time) bool {
 	a.open[k] = exp
 	a.push(attemptEntry{key: k, expires: exp})
 	return true
+}
+
+// close ends key's attempt now: its next event starts a new one.
+func (a *attempts) close(k attemptKey) {
+	delete(a.open, k) // its ring entry stays until it expires; pop ignores it
+}
+
+// endsAttempt reports whether ev is the last event Asterisk raises for one
+// attempt: the failed challenge response of a SIP REGISTER round or an MD5
+// AMI login, a wrong AMI secret, or any AMI failure (one event per login).
+func endsAttempt(ev ami.SecurityEvent) bool {
+	switch {
+	case ev.Type == "ChallengeResponseFailed", ev.Type == "InvalidPassword":
+		return true
+	case strings.EqualFold(ev.Service, "AMI"):
+		return true
+	}
+	return false
 }
 
 // expire drops groups whose window has passed.

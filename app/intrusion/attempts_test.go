@@ -175,3 +175,31 @@ func FuzzParsePrefix(f *testing.F) {
 		}
 	})
 }
+
+// TestReusedCallIDIsNotFree: an attacker who reuses one Call-ID and port
+// gets every REGISTER round counted, however fast it retries.
+func TestReusedCallIDIsNotFree(t *testing.T) {
+	src := netip.MustParseAddrPort("192.0.2.9:5070")
+	ev := func(typ string) ami.SecurityEvent {
+		return ami.SecurityEvent{Type: typ, Service: "PJSIP", SessionID: "same-call-id", Remote: src}
+	}
+	a := newAttempts(2*time.Second, 100)
+	k := attemptKey{session: "same-call-id", source: src}
+	t0 := time.Unix(1_800_000_000, 0)
+	rounds := 0
+	for i := 0; i < 5; i++ {
+		now := t0.Add(time.Duration(i) * 10 * time.Millisecond)
+		// An unknown account's round: InvalidAccountID twice, then ChallengeResponseFailed.
+		for _, typ := range []string{"InvalidAccountID", "InvalidAccountID", "ChallengeResponseFailed"} {
+			if a.observe(k, now) {
+				rounds++
+			}
+			if endsAttempt(ev(typ)) {
+				a.close(k)
+			}
+		}
+	}
+	if rounds != 5 {
+		t.Fatalf("counted %d attempts for 5 rounds with one Call-ID", rounds)
+	}
+}

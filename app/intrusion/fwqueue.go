@@ -38,8 +38,13 @@ type fwOp struct {
 	done    chan error
 }
 
-// maxBatch bounds one netlink batch.
-const maxBatch = 4096
+// maxLiveBatch bounds a batch holding fresh bans, whose latency counts:
+// every ban of a batch waits for the whole kernel transaction. (The
+// nftables backend also reads a small set before adding 256 or more
+// entries; it no longer reads a large one.) Batches
+// of restored bans (start, resync, repair) are not bounded: they go to
+// the kernel in one Add, which the backend splits into netlink batches.
+const maxLiveBatch = 255
 
 func newFWQueue(m *Monitor) *fwQueue {
 	return &fwQueue{m: m, wake: make(chan struct{}, 1)}
@@ -85,15 +90,18 @@ func (q *fwQueue) run(ctx context.Context) {
 		q.mu.Lock()
 		batch, q.ops = q.ops, batch[:0]
 		q.mu.Unlock()
-		start := 0
+		start, live := 0, 0
 		for i, op := range batch {
+			if !op.recv.IsZero() {
+				live++
+			}
 			if op.kind == fwCall {
 				q.apply(ctx, batch[start:i])
 				op.done <- op.call(ctx, q.m.fw)
-				start = i + 1
-			} else if i+1-start >= maxBatch {
+				start, live = i+1, 0
+			} else if live > 0 && i+1-start >= maxLiveBatch {
 				q.apply(ctx, batch[start:i+1])
-				start = i + 1
+				start, live = i+1, 0
 			}
 		}
 		q.apply(ctx, batch[start:])

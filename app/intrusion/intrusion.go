@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,16 +53,18 @@ type Deps struct {
 // every security event; Run does the I/O. Its methods are safe for
 // concurrent use.
 type Monitor struct {
-	cfg      Config
-	store    state.Bans
-	fw       firewall.Firewall
-	server   string
-	log      *slog.Logger
-	clock    Clock
-	met      *metrics
-	triggers map[string]bool
-	services map[string]bool // upper case; empty: all
-	neverBan []netip.Prefix  // config plus loopback
+	cfg    Config
+	store  state.Bans
+	fw     firewall.Firewall
+	server string
+	log    *slog.Logger
+	// banLog and feedLog limit per-ban log lines (under mu).
+	banLog, feedLog logLimit
+	clock           Clock
+	met             *metrics
+	triggers        map[string]bool
+	services        map[string]bool // upper case; empty: all
+	neverBan        []netip.Prefix  // config plus loopback
 
 	mu      sync.Mutex
 	groups  *attempts
@@ -73,6 +76,7 @@ type Monitor struct {
 	writer   *banWriter
 	counters *counterWorkers
 	repair   chan struct{}
+	resync   chan struct{}
 	running  atomic.Bool
 	ready    atomic.Bool
 
@@ -115,6 +119,8 @@ func New(cfg Config, deps Deps) (*Monitor, error) {
 	}
 	m := &Monitor{
 		cfg:      cfg,
+		banLog:   logLimit{what: "bans"},
+		feedLog:  logLimit{what: "bans from the cluster"},
 		store:    deps.Store,
 		fw:       deps.Firewall,
 		server:   deps.Server,
@@ -126,6 +132,7 @@ func New(cfg Config, deps Deps) (*Monitor, error) {
 		records:  make(map[netip.Prefix]*record),
 		bans:     make(map[netip.Prefix]*localBan),
 		repair:   make(chan struct{}, 1),
+		resync:   make(chan struct{}, 1),
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -142,7 +149,14 @@ func New(cfg Config, deps Deps) (*Monitor, error) {
 	}
 	m.neverBan = append(append([]netip.Prefix{}, loopback...), cfg.NeverBan...)
 	m.writer = newBanWriter(m)
-	m.counters = newCounterWorkers(m, 4)
+	// Several workers hide the round trips of one-at-a-time counter
+	// updates; with a batching store one worker sends everything queued in
+	// one round trip, and more would only split that.
+	workers := 4
+	if _, ok := deps.Store.(BatchBans); ok {
+		workers = 1
+	}
+	m.counters = newCounterWorkers(m, workers)
 	m.fwq = newFWQueue(m)
 	met, err := newMetrics(deps.Metrics, func() float64 { return float64(m.writer.pendingLen()) })
 	if err != nil {
@@ -159,48 +173,62 @@ func (m *Monitor) Handle(ev ami.SecurityEvent) {
 	m.met.event(ev.Type)
 	success := ev.Type == "SuccessfulAuth"
 	if !success && !m.triggers[ev.Type] {
-		m.met.skipped.WithLabelValues(skipIgnored).Inc()
+		m.met.skip[skipIgnored].Inc()
 		return
 	}
 	if len(m.services) > 0 && !m.services[strings.ToUpper(ev.Service)] {
-		m.met.skipped.WithLabelValues(skipService).Inc()
+		m.met.skip[skipService].Inc()
 		return
 	}
 	addr := ev.Remote.Addr().Unmap().WithZone("")
 	if !addr.IsValid() || addr.IsUnspecified() {
-		m.met.skipped.WithLabelValues(skipBadAddress).Inc()
+		m.met.skip[skipBadAddress].Inc()
 		m.log.Debug("security event without a usable source address", "type", ev.Type, "service", ev.Service)
 		return
 	}
-	if m.trusted(addr) {
-		m.met.skipped.WithLabelValues(skipNeverBan).Inc()
-		return
+	trusted := m.trusted(addr)
+	if trusted {
+		m.met.skip[skipNeverBan].Inc()
 	}
-	p := m.banPrefix(addr)
 	if success {
-		if m.cfg.OnSuccess == OnSuccessReset {
-			m.resetStrikes(p)
+		if !trusted && m.cfg.OnSuccess == OnSuccessReset {
+			m.resetStrikes(m.banPrefix(addr))
 		}
 		return
 	}
 	src := netip.AddrPortFrom(addr, ev.Remote.Port())
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.groups.observe(attemptKey{session: ev.SessionID, source: src}, recv) {
+	key := attemptKey{session: ev.SessionID, source: src}
+	isNew := m.groups.observe(key, recv)
+	if endsAttempt(ev) {
+		// The next event with this key is a new attempt, however soon it
+		// comes: an attacker reusing one Call-ID must not get free guesses.
+		m.groups.close(key)
+	}
+	if !isNew {
 		return // another event of an attempt already counted
 	}
 	m.met.attempts.Inc()
+	if trusted {
+		return // counted as an attempt, never as a strike
+	}
 	m.met.strikes.Inc()
+	p := m.banPrefix(addr)
 	rec := m.recordLocked(p, recv)
 	rec.strikes++
 	if m.bannedLocked(p, recv) {
 		return // in flight before the ban took effect; nothing new to decide
 	}
-	reason := attemptReason(ev)
-	m.counters.enqueue(counterOp{kind: opStrike, prefix: p, recv: recv, reason: reason})
+	w := why{typ: ev.Type, service: ev.Service, account: ev.AccountID}
 	if rec.strikes >= m.cfg.Threshold {
-		m.banLocked(p, rec, recv, recv, reason)
+		// The shared strike counter is not bumped for an attempt that bans
+		// at once: its answer could not change anything, and skipping it
+		// saves a store round trip per ban.
+		m.banLocked(p, rec, recv, recv, w.String())
+		return
 	}
+	m.counters.enqueue(counterOp{kind: opStrike, prefix: p, recv: recv, why: w})
 }
 
 // trusted reports whether addr is on the never-ban list.
@@ -242,7 +270,7 @@ func (m *Monitor) recordLocked(p netip.Prefix, now time.Time) *record {
 	r := m.records[p]
 	if r == nil {
 		if len(m.records) >= m.cfg.MaxTracked {
-			m.evictRecordsLocked(now)
+			m.evictRecordsLocked()
 		}
 		r = &record{}
 		m.records[p] = r
@@ -256,18 +284,18 @@ func (m *Monitor) recordLocked(p netip.Prefix, now time.Time) *record {
 	return r
 }
 
-// evictRecordsLocked frees room when MaxTracked addresses are tracked. Local
-// counts are only estimates (the store holds the shared ones), so dropping
-// some costs precision, not correctness.
-func (m *Monitor) evictRecordsLocked(now time.Time) {
+// evictRecordsLocked frees an eighth of the room when MaxTracked addresses
+// are tracked. Local counts are only estimates (the store holds the shared
+// ones, and bans live in m.bans), so dropping some costs precision, not
+// correctness. Map order is random, so this is a random eviction, and it
+// always makes progress: amortised O(1) per new address.
+func (m *Monitor) evictRecordsLocked() {
 	target := m.cfg.MaxTracked - m.cfg.MaxTracked/8
-	for p, r := range m.records {
+	for p := range m.records {
 		if len(m.records) <= target {
 			return
 		}
-		if !now.Before(r.strikesExp) && !now.Before(r.escalExp) || m.bans[p] == nil {
-			delete(m.records, p)
-		}
+		delete(m.records, p)
 	}
 }
 
@@ -280,6 +308,9 @@ func (m *Monitor) bannedLocked(p netip.Prefix, now time.Time) bool {
 // banDuration is the length of a temporary ban after prior earlier ones.
 func (m *Monitor) banDuration(prior int64) time.Duration {
 	d := float64(m.cfg.BanTime)
+	if m.cfg.BanTimeFactor <= 1 {
+		return m.cfg.BanTime
+	}
 	for i := int64(0); i < prior && d < float64(m.cfg.MaxBanTime); i++ {
 		d *= m.cfg.BanTimeFactor
 	}
@@ -301,7 +332,9 @@ func (m *Monitor) banLocked(p netip.Prefix, rec *record, now, recv time.Time, re
 	m.setBanLocked(b, false, recv)
 	m.met.bans.WithLabelValues(kind(b.Permanent), "local").Inc()
 	m.writer.put(b, nil)
-	m.log.Info("ban", "prefix", p, "permanent", b.Permanent, "expires", b.Expires, "strikes", b.Strikes, "reason", b.Reason)
+	if m.banLog.allow(m.log, now) {
+		m.log.Info("ban", "prefix", p, "permanent", b.Permanent, "expires", b.Expires, "strikes", b.Strikes, "reason", b.Reason)
+	}
 }
 
 // setBanLocked makes b enforced here and queues it for the firewall.
@@ -323,7 +356,7 @@ func (m *Monitor) removeBanLocked(p netip.Prefix) bool {
 }
 
 // onStrikeCount takes the store's cluster-wide strike count for p.
-func (m *Monitor) onStrikeCount(p netip.Prefix, n int64, recv time.Time, reason string) {
+func (m *Monitor) onStrikeCount(p netip.Prefix, n int64, recv time.Time, w why) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.clock.Now()
@@ -333,7 +366,7 @@ func (m *Monitor) onStrikeCount(p netip.Prefix, n int64, recv time.Time, reason 
 	}
 	rec.strikes = n
 	if n >= m.cfg.Threshold && !m.bannedLocked(p, now) {
-		m.banLocked(p, rec, now, recv, reason+" (cluster-wide)")
+		m.banLocked(p, rec, now, recv, w.String()+" (cluster-wide)")
 	}
 }
 
@@ -386,18 +419,21 @@ func kind(permanent bool) string {
 func strikeKey(p netip.Prefix) string     { return "intrusion:strikes:" + p.String() }
 func escalationKey(p netip.Prefix) string { return "intrusion:escalation:" + p.String() }
 
-// attemptReason describes a failed attempt for operators. The account name
-// comes from the attacker, so it is shortened and stripped of control
-// characters; secrets are never part of a SecurityEvent.
-func attemptReason(ev ami.SecurityEvent) string {
+// why is what a failed attempt was; it becomes a ban's reason.
+type why struct{ typ, service, account string }
+
+// String describes a failed attempt for operators. The account name comes
+// from the attacker, so it is shortened and stripped of control characters;
+// secrets are never part of a SecurityEvent.
+func (w why) String() string {
 	acct := strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return -1
 		}
 		return r
-	}, ev.AccountID)
+	}, w.account)
 	if len(acct) > 40 {
 		acct = acct[:40] + "..."
 	}
-	return fmt.Sprintf("failed %s login (%s, account %q)", ev.Service, ev.Type, acct)
+	return "failed " + w.service + " login (" + w.typ + ", account " + strconv.Quote(acct) + ")"
 }

@@ -33,6 +33,7 @@ type metrics struct {
 	bans         *prometheus.CounterVec // kind, origin
 	unbans       prometheus.Counter
 	skipped      *prometheus.CounterVec // reason
+	skip         map[string]prometheus.Counter
 	latency      prometheus.Histogram
 	repairs      prometheus.Counter
 	fwErrors     prometheus.Counter
@@ -49,7 +50,7 @@ func newMetrics(reg prometheus.Registerer, pending func() float64) (*metrics, er
 		events:      make(map[string]prometheus.Counter, len(knownTypes)),
 		eventsOther: ev.WithLabelValues("other"),
 		attempts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "attempts_total",
-			Help: "Failed login attempts (events grouped by session and source)."}),
+			Help: "Failed login attempts (events grouped by session and source), trusted sources included."}),
 		strikes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "strikes_total",
 			Help: "Failed attempts charged against a bannable source."}),
 		bans: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bans_total",
@@ -76,8 +77,9 @@ func newMetrics(reg prometheus.Registerer, pending func() float64) (*metrics, er
 	for _, t := range knownTypes {
 		m.events[t] = ev.WithLabelValues(t)
 	}
+	m.skip = make(map[string]prometheus.Counter)
 	for _, r := range []string{skipIgnored, skipService, skipBadAddress, skipNeverBan, skipRemoteTrust, skipBadBan} {
-		m.skipped.WithLabelValues(r)
+		m.skip[r] = m.skipped.WithLabelValues(r)
 	}
 	if reg == nil {
 		return m, nil

@@ -135,6 +135,9 @@ func TestNeverBan(t *testing.T) {
 	if got := value(t, h.m.met.skipped.WithLabelValues(skipNeverBan)); got != 5 {
 		t.Errorf("skipped never_ban = %v, want 5", got)
 	}
+	if a, s := value(t, h.m.met.attempts), value(t, h.m.met.strikes); a != 6 || s != 1 {
+		t.Errorf("attempts, strikes = %v, %v; want 6, 1", a, s)
+	}
 	// Bans from the cluster are re-checked against this server's list.
 	for _, bad := range []string{"10.9.0.0/16", "0.0.0.0/0", "127.0.0.1/32", "2001:db8:5::/48"} {
 		h.store.inject(state.Ban{Prefix: pfx(bad), Permanent: true, Server: "pbx-evil"})
@@ -484,7 +487,46 @@ func TestBatchStoreIsUsed(t *testing.T) {
 		l, _ := store.ListBans(context.Background())
 		return len(l) == 200
 	})
-	if store.callCount("incr_many") == 0 {
-		t.Fatal("IncrMany not used")
+	waitFor(t, "IncrMany used", func() bool { return store.callCount("incr_many") > 0 })
+}
+
+// Changes whose feed events were lost are picked up by the periodic resync.
+func TestPeriodicResync(t *testing.T) {
+	cfg := testConfig()
+	cfg.ResyncInterval = 50 * time.Millisecond
+	h := startMonitor(t, cfg)
+	b := state.Ban{Prefix: pfx("192.0.2.77/32"), Permanent: true, Server: "pbx-b"}
+	h.store.injectSilently(b, false)
+	h.waitBanned(b.Prefix, true)
+	h.store.injectSilently(b, true)
+	waitFor(t, "silent removal applied", func() bool { in, _ := h.fw.has(b.Prefix); return !in })
+}
+
+func TestBanDurationGrowsToTheCap(t *testing.T) {
+	cfg := testConfig()
+	cfg.BanTime, cfg.BanTimeFactor, cfg.MaxBanTime = 30*time.Second, 3, 10*time.Minute
+	h := newHarness(t, cfg, newFakeClock(), newFakeStore(newFakeClock()), nil, newFakeFirewall(newFakeClock()), "a")
+	for prior, want := range []time.Duration{30 * time.Second, 90 * time.Second, 270 * time.Second, 10 * time.Minute, 10 * time.Minute} {
+		if got := h.m.banDuration(int64(prior)); got != want {
+			t.Errorf("after %d bans: %s, want %s", prior, got, want)
+		}
 	}
+	if got := h.m.banDuration(1 << 40); got != cfg.MaxBanTime {
+		t.Errorf("huge prior count: %s", got)
+	}
+	h.m.cfg.BanTimeFactor = 1
+	if got := h.m.banDuration(1 << 40); got != cfg.BanTime {
+		t.Errorf("constant ban time after many bans: %s", got)
+	}
+}
+
+// Events handled before Run are enforced once it starts.
+func TestHandleBeforeRun(t *testing.T) {
+	clock := newFakeClock()
+	store := newFakeStore(clock)
+	h := newHarness(t, testConfig(), clock, store, store, newFakeFirewall(clock), "pbx-a")
+	h.m.Handle(failed("203.0.113.99:5060", "early"))
+	h.start()
+	h.waitBanned(pfx("203.0.113.99/32"), false)
+	waitFor(t, "early ban stored", func() bool { _, ok := store.ban(pfx("203.0.113.99/32")); return ok })
 }

@@ -65,7 +65,26 @@ func (m *Monitor) watch(ctx context.Context) {
 		m.reconcile(ctx)
 		m.ready.Store(true)
 		m.writer.kick()
-		for ev := range ch {
+		m.follow(ctx, ch)
+		m.ready.Store(false)
+	}
+}
+
+// Ready reports whether the monitor follows the store's ban feed and has
+// reconciled the firewall with it (for the health endpoint). Bans are
+// enforced locally also when it is not ready.
+func (m *Monitor) Ready() bool { return m.ready.Load() }
+
+// follow applies the feed until it closes. Periodic resyncs run here too,
+// so a listing never interleaves with feed events (a removal applied
+// between a listing and its merge would otherwise be undone).
+func (m *Monitor) follow(ctx context.Context, ch <-chan state.BanEvent) {
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				return
+			}
 			switch ev.Kind {
 			case state.Added:
 				m.applyFeedBan(ev.Ban)
@@ -75,15 +94,11 @@ func (m *Monitor) watch(ctx context.Context) {
 				m.reconcile(ctx)
 				m.writer.kick() // the store is back: write what waited
 			}
+		case <-m.resync:
+			m.reconcile(ctx)
 		}
-		m.ready.Store(false)
 	}
 }
-
-// Ready reports whether the monitor follows the store's ban feed and has
-// reconciled the firewall with it (for the health endpoint). Bans are
-// enforced locally also when it is not ready.
-func (m *Monitor) Ready() bool { return m.ready.Load() }
 
 // applyFeedBan enforces a ban published by any agent, unless it would ban
 // a network this server trusts: Redis can make every server drop any
@@ -108,7 +123,10 @@ func (m *Monitor) applyFeedBan(b state.Ban) {
 	defer m.mu.Unlock()
 	if cur := m.bans[p]; cur != nil {
 		if sameBan(cur.ban, b) {
-			cur.confirmed = true // our own decision coming back
+			if !cur.confirmed { // our own decision coming back
+				m.seq++
+				cur.seq, cur.confirmed = m.seq, true
+			}
 			return
 		}
 		if outlasts(cur.ban, b) {
@@ -125,7 +143,9 @@ func (m *Monitor) applyFeedBan(b state.Ban) {
 		r.strikes = max(r.strikes, b.Strikes)
 	}
 	m.met.bans.WithLabelValues(kind(b.Permanent), "remote").Inc()
-	m.log.Info("ban from the cluster", "prefix", p, "permanent", b.Permanent, "expires", b.Expires, "server", b.Server, "reason", b.Reason)
+	if m.feedLog.allow(m.log, m.clock.Now()) {
+		m.log.Info("ban from the cluster", "prefix", p, "permanent", b.Permanent, "expires", b.Expires, "server", b.Server, "reason", b.Reason)
+	}
 }
 
 // outlasts reports whether a ends after b.
@@ -280,7 +300,10 @@ func (m *Monitor) maintain(ctx context.Context) {
 			m.check(ctx, false)
 			m.sweep()
 		case <-resync.C:
-			m.reconcile(ctx)
+			select {
+			case m.resync <- struct{}{}: // to the feed goroutine
+			default:
+			}
 		case <-m.repair:
 			// Failed writes can come in bursts; repair at most every 100 ms.
 			if wait := 100*time.Millisecond - time.Since(lastRepair); wait > 0 {

@@ -32,6 +32,7 @@ type banWriter struct {
 	m       *Monitor
 	mu      sync.Mutex
 	pending map[netip.Prefix]*banOp
+	spare   map[netip.Prefix]*banOp
 	wake    chan struct{}
 	down    bool
 	urgent  bool
@@ -49,7 +50,7 @@ const (
 )
 
 func newBanWriter(m *Monitor) *banWriter {
-	return &banWriter{m: m, pending: make(map[netip.Prefix]*banOp), wake: make(chan struct{}, 1)}
+	return &banWriter{m: m, pending: make(map[netip.Prefix]*banOp), spare: make(map[netip.Prefix]*banOp), wake: make(chan struct{}, 1)}
 }
 
 func (w *banWriter) queue(p netip.Prefix, op *banOp) {
@@ -111,8 +112,12 @@ func (w *banWriter) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-w.wake:
-			if retry != nil && !w.takeUrgent() {
+			urgent := w.takeUrgent()
+			if retry != nil && !urgent {
 				continue // backing off; the timer will flush
+			}
+			if !urgent && !w.m.gather(ctx) {
+				return
 			}
 		case <-retry:
 			retry = nil
@@ -130,9 +135,15 @@ func (w *banWriter) run(ctx context.Context) {
 func (w *banWriter) flush(ctx context.Context) bool {
 	w.mu.Lock()
 	ops := w.pending
-	w.pending = make(map[netip.Prefix]*banOp, 8)
+	w.pending, w.spare = w.spare, nil // two maps in turn: no regrowth per round
 	wasDown := w.down
 	w.mu.Unlock()
+	defer func() {
+		clear(ops)
+		w.mu.Lock()
+		w.spare = ops
+		w.mu.Unlock()
+	}()
 	if len(ops) == 0 {
 		return true
 	}
@@ -140,6 +151,8 @@ func (w *banWriter) flush(ctx context.Context) bool {
 	now := m.clock.Now()
 	var failed error
 	var puts []*banOp
+	cc := chunkCtx{parent: ctx, timeout: m.cfg.StoreTimeout}
+	defer cc.done()
 	for p, op := range ops {
 		if failed != nil {
 			w.requeue(p, op, failed) // not tried: the store just failed
@@ -155,7 +168,7 @@ func (w *banWriter) flush(ctx context.Context) bool {
 				continue
 			}
 		}
-		err := w.write(ctx, op)
+		err := w.write(cc.next(), op)
 		if err != nil {
 			failed = err
 			w.requeue(p, op, err)
@@ -172,11 +185,11 @@ func (w *banWriter) flush(ctx context.Context) bool {
 	}
 	w.mu.Lock()
 	w.down = failed != nil
-	n := len(w.pending)
+	left := len(w.pending)
 	w.mu.Unlock()
 	switch {
 	case failed != nil && !wasDown:
-		m.log.Warn("store unavailable; enforcing bans locally and queueing them", "pending", n, "err", failed)
+		m.log.Warn("store unavailable; enforcing bans locally and queueing them", "pending", left, "err", failed)
 	case failed == nil && wasDown:
 		m.log.Info("store is back; queued ban decisions written", "written", len(ops))
 	}
@@ -185,8 +198,6 @@ func (w *banWriter) flush(ctx context.Context) bool {
 
 func (w *banWriter) write(ctx context.Context, op *banOp) error {
 	m := w.m
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
-	defer cancel()
 	if !op.del {
 		if err := m.store.PutBan(ctx, op.ban); err != nil {
 			m.met.storeErrors.WithLabelValues("put_ban").Inc()
@@ -252,8 +263,11 @@ func (w *banWriter) finish(op *banOp, err error) {
 // confirm notes that the store has b.
 func (m *Monitor) confirm(b state.Ban) {
 	m.mu.Lock()
-	if lb := m.bans[b.Prefix]; lb != nil && sameBan(lb.ban, b) {
-		lb.confirmed = true
+	if lb := m.bans[b.Prefix]; lb != nil && sameBan(lb.ban, b) && !lb.confirmed {
+		// A change for reconcile: a listing taken before this write
+		// must not remove the ban as "gone from the store".
+		m.seq++
+		lb.seq, lb.confirmed = m.seq, true
 	}
 	m.mu.Unlock()
 }
@@ -292,7 +306,7 @@ type counterOp struct {
 	kind   counterKind
 	prefix netip.Prefix
 	recv   time.Time
-	reason string
+	why    why
 }
 
 // maxCounterQueue bounds each worker's backlog while the store is slow.
@@ -338,16 +352,24 @@ func (c *counterWorkers) runShard(ctx context.Context, s *counterShard) {
 			return
 		case <-s.wake:
 		}
+		if !c.m.gather(ctx) {
+			return
+		}
 		s.mu.Lock()
 		batch, s.ops = s.ops, batch[:0]
 		s.mu.Unlock()
-		if bb, ok := c.m.store.(BatchBans); ok {
-			c.batch(ctx, bb, batch)
-		} else {
-			for _, op := range batch {
-				c.one(ctx, op)
+		cc := chunkCtx{parent: ctx, timeout: c.m.cfg.StoreTimeout}
+		for i := 0; i < len(batch); i += chunkSize {
+			chunk := batch[i:min(i+chunkSize, len(batch))]
+			if bb, ok := c.m.store.(BatchBans); ok {
+				c.batch(cc.next(), bb, chunk)
+				continue
+			}
+			for _, op := range chunk {
+				c.one(cc.next(), op)
 			}
 		}
+		cc.done()
 		clear(batch)
 	}
 }
@@ -361,8 +383,6 @@ func (c *counterWorkers) key(op counterOp) (string, time.Duration) {
 
 func (c *counterWorkers) one(ctx context.Context, op counterOp) {
 	m := c.m
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
-	defer cancel()
 	key, window := c.key(op)
 	if op.kind == opReset {
 		if err := m.store.Reset(ctx, key); err != nil {
@@ -396,8 +416,6 @@ func (c *counterWorkers) batch(ctx context.Context, bb BatchBans, ops []counterO
 	if len(incr) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.m.cfg.StoreTimeout)
-	defer cancel()
 	ns, err := bb.IncrMany(ctx, keys, windows)
 	if err != nil || len(ns) != len(incr) {
 		c.m.met.storeErrors.WithLabelValues("incr").Add(float64(len(incr)))
@@ -411,8 +429,56 @@ func (c *counterWorkers) batch(ctx context.Context, bb BatchBans, ops []counterO
 func (c *counterWorkers) result(op counterOp, n int64) {
 	switch op.kind {
 	case opStrike:
-		c.m.onStrikeCount(op.prefix, n, op.recv, op.reason)
+		c.m.onStrikeCount(op.prefix, n, op.recv, op.why)
 	case opEscalate:
 		c.m.onEscalation(op.prefix, n)
+	}
+}
+
+// gatherFor is how long a store writer waits after the first item of a
+// round so that the items of the next events join it: under a flood one
+// round trip then carries a few milliseconds' worth of bans and counters
+// instead of one or two, which is most of the Monitor's CPU with a real
+// store. It delays only sharing with the cluster and cluster-wide counts,
+// never the local ban. Operator calls (urgent) skip it.
+const gatherFor = time.Millisecond
+
+// gather waits gatherFor, or reports false when ctx ends first.
+func (m *Monitor) gather(ctx context.Context) bool {
+	t := time.NewTimer(gatherFor)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// chunkSize is how many store calls share one deadline.
+const chunkSize = 256
+
+// chunkCtx hands out one deadline per chunkSize calls instead of one per
+// call: a timer per Redis command costs more than the command's encoding.
+type chunkCtx struct {
+	parent  context.Context
+	timeout time.Duration
+	n       int
+	ctx     context.Context
+	cancel  context.CancelFunc
+}
+
+func (c *chunkCtx) next() context.Context {
+	if c.n%chunkSize == 0 {
+		c.done()
+		c.ctx, c.cancel = context.WithTimeout(c.parent, c.timeout)
+	}
+	c.n++
+	return c.ctx
+}
+
+func (c *chunkCtx) done() {
+	if c.cancel != nil {
+		c.cancel()
 	}
 }

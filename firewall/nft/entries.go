@@ -104,27 +104,40 @@ func (f *Firewall) Add(ctx context.Context, entries []firewall.Entry) error {
 			if err := f.replace(s, batch, present); err != nil {
 				return fmt.Errorf("nft: add to %s: %w", s.Name, err)
 			}
+			if b, ok := f.bound[s.Name]; ok {
+				f.bound[s.Name] = b + len(batch)
+			}
 			n += len(batch)
 		}
 	}
 	return nil
 }
 
-// dumpAbove is the batch size from which Add reads the set first: a dump
-// costs about as much as the extra work it saves on a few hundred elements,
-// and a restore into an empty set then needs a third of the work.
+// dumpAbove is the batch size from which Add may read the set first: a
+// dump costs about as much as the extra work it saves on a few hundred
+// elements, and a restore into an empty set then needs a third of the work.
 const dumpAbove = 256
 
 // present returns the keys the set holds now, or nil (meaning "assume every
-// key may be present") for small batches.
+// key may be present"). It reads the set only when that can pay: for a
+// large batch into a set that may be small. A dump costs in proportion to
+// the set, the add-delete-add form in proportion to the batch, so adding a
+// few hundred fresh bans to a set of 100,000 (a flood) must not read it,
+// while restoring 100,000 bans into an empty set (start, repair) should.
+// f.bound holds an upper bound of each set's size (elements seen by the
+// last read, plus every element added since); unknown means read.
 func (f *Firewall) present(s *nftables.Set, batch int) (map[string]bool, error) {
 	if batch < dumpAbove {
+		return nil, nil
+	}
+	if b, ok := f.bound[s.Name]; ok && b > 2*batch {
 		return nil, nil
 	}
 	elems, err := f.conn.GetSetElements(s)
 	if err != nil {
 		return nil, fmt.Errorf("nft: list %s: %w", s.Name, err)
 	}
+	f.bound[s.Name] = len(elems)
 	m := make(map[string]bool, len(elems))
 	for _, e := range elems {
 		m[string(e.Key)] = true
@@ -257,6 +270,7 @@ func (f *Firewall) List(ctx context.Context) ([]firewall.Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("nft: list %s: %w", s.Name, err)
 		}
+		f.bound[s.Name] = len(elems)
 		for _, e := range elems {
 			a, ok := netip.AddrFromSlice(e.Key)
 			if !ok || (fam == 4) != a.Is4() {

@@ -124,6 +124,9 @@ type Firewall struct {
 	conn *nftables.Conn
 	// lens holds the prefix lengths whose sets Init keeps, per family (4, 6).
 	lens map[int]map[int]bool
+	// bound is an upper bound of each set's element count, by set name,
+	// where known; it only chooses how Add writes (see present).
+	bound map[string]int
 }
 
 var _ firewall.Firewall = (*Firewall)(nil)
@@ -139,7 +142,7 @@ func New(cfg Config, log *slog.Logger) (*Firewall, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	f := &Firewall{cfg: cfg, log: log.With("component", "firewall/nft", "table", cfg.Table),
-		lens: map[int]map[int]bool{4: {32: true}, 6: {cfg.IPv6PrefixLen: true}}}
+		lens: map[int]map[int]bool{4: {32: true}, 6: {cfg.IPv6PrefixLen: true}}, bound: map[string]int{}}
 	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(bigSendBuffer)}
 	if cfg.NetNS != "" {
 		nsf, err := os.Open(cfg.NetNS)

@@ -134,14 +134,32 @@ func (f *Firewall) Init(ctx context.Context) error {
 	}
 	defer f.mu.Unlock()
 	// Learn lengths from sets a previous run created, so Init keeps them.
-	if sets, err := f.conn.GetSets(f.table()); err == nil {
-		for _, s := range sets {
-			if fam, bits, ok := f.parseSetName(s.Name); ok {
-				f.lens[fam][bits] = true
+	sets, err := f.conn.GetSets(f.table())
+	existed := map[string]bool{}
+	for _, s := range sets {
+		existed[s.Name] = true
+		if fam, bits, ok := f.parseSetName(s.Name); ok {
+			f.lens[fam][bits] = true
+		}
+	}
+	if err := f.ensure(); err != nil {
+		return err
+	}
+	// Sets created just now are empty (after a flush, say): the restore
+	// that follows may skip reading them (see present).
+	known := err == nil || errors.Is(missingOr(err, "sets"), firewall.ErrMissing)
+	for _, fam := range []int{4, 6} {
+		for bits := range f.lens[fam] {
+			name := f.setName(fam, bits)
+			switch {
+			case !known:
+				delete(f.bound, name)
+			case !existed[name]:
+				f.bound[name] = 0
 			}
 		}
 	}
-	return f.ensure()
+	return nil
 }
 
 // ensure creates whatever of the table, chain, the sets in f.lens and their

@@ -2,76 +2,89 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
-	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/asterisksupport/doorman/integration/asterisksim/sipua"
 )
 
-// TestBedIsReal proves the bed separates hosts for real: a datagram from the
-// attacker's namespace reaches a listener in the server's namespace until an
-// nftables drop rule for the attacker's address is added on the server.
+// TestBedIsReal proves the bed separates hosts for real: REGISTERs from the
+// attacker's namespace reach the simulated Asterisk in the server's
+// namespace and are answered, until an nftables drop rule for the
+// attacker's address is added on the server; then they get no answer.
 func TestBedIsReal(t *testing.T) {
 	bed := New(t)
 	server := bed.AddHost("server")
 	attacker := bed.AddHost("attacker")
+	bin := Binaries(t)
+	server.Start(t, "asterisk-sim", filepath.Join(bin, "asterisk-sim"), "-system-name", "bed",
+		"-ami", "127.0.0.1:5038", "-sip", server.IPv4.String()+":5060", "-http", "", "-control", "127.0.0.1:8089", "-endpoint", "1001:pw1001")
 
-	var ln net.PacketConn
-	if err := server.Do(func() (err error) {
-		ln, err = net.ListenPacket("udp", server.IPv4.String()+":5060")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var conn net.Conn
+	var phone *sipua.Phone
 	if err := attacker.Do(func() (err error) {
-		conn, err = net.Dial("udp", server.IPv4.String()+":5060")
+		phone, err = sipua.New(context.Background(), sipua.Config{Server: server.IPv4.String() + ":5060",
+			LocalAddr: attacker.IPv4.String() + ":0", User: "1001", Password: "pw1001", Timeout: time.Second})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer phone.Close()
 
-	received := func() (string, error) {
-		_ = ln.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		buf := make([]byte, 2048)
-		n, from, err := ln.ReadFrom(buf)
-		if err != nil {
-			return "", err
-		}
-		if got := from.(*net.UDPAddr).IP.String(); got != attacker.IPv4.String() {
-			return "", errors.New("datagram from " + got)
-		}
-		return string(buf[:n]), nil
-	}
-	register := "REGISTER sip:" + server.IPv4.String() + " SIP/2.0\r\n\r\n"
-
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := Eventually(ctx, func() error {
-		if _, err := conn.Write([]byte(register)); err != nil {
+		phone.NewDialog()
+		resp, err := phone.Register(ctx)
+		if err != nil {
 			return err
 		}
-		got, err := received()
-		if err == nil && !strings.HasPrefix(got, "REGISTER") {
-			return errors.New("unexpected payload")
+		if resp.Status != 200 {
+			return errors.New("REGISTER answered " + resp.Reason)
 		}
-		return err
+		return nil
 	}); err != nil {
-		t.Fatalf("before the drop rule, nothing arrived: %v", err)
+		t.Fatalf("before the drop rule, the phone could not register: %v", err)
+	}
+	if !fromAttacker(t, server, attacker) {
+		t.Fatal("the simulator did not see the attacker's address as the source")
 	}
 
 	server.MustRun("nft", "add table inet bedtest")
 	server.MustRun("nft", "add chain inet bedtest pre { type filter hook prerouting priority raw; }")
 	server.MustRun("nft", "add rule inet bedtest pre ip saddr "+attacker.IPv4.String()+" drop")
-	for i := 0; i < 5; i++ {
-		if _, err := conn.Write([]byte(register)); err != nil {
-			t.Fatal(err)
-		}
-		if got, err := received(); err == nil {
-			t.Fatalf("after the drop rule a datagram still arrived: %q", got)
+	for i := 0; i < 3; i++ {
+		phone.NewDialog()
+		rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+		resp, err := phone.Register(rctx)
+		rcancel()
+		if !errors.Is(err, sipua.ErrTimeout) {
+			t.Fatalf("after the drop rule the REGISTER still got %v, %v", resp, err)
 		}
 	}
+}
+
+// fromAttacker checks, through the simulator's control API, that the
+// registered contact's source is the attacker's address.
+func fromAttacker(t *testing.T, server, attacker *Host) bool {
+	t.Helper()
+	resp, err := server.HTTPClient(3 * time.Second).Get("http://127.0.0.1:8089/control/contacts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var contacts []struct{ Source string }
+	if err := json.NewDecoder(resp.Body).Decode(&contacts); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range contacts {
+		if strings.Contains(c.Source, "/"+attacker.IPv4.String()+"/") {
+			return true
+		}
+	}
+	t.Logf("contacts: %+v", contacts)
+	return false
 }

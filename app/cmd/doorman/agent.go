@@ -18,6 +18,7 @@ import (
 	"github.com/asterisksupport/doorman/app/ami"
 	"github.com/asterisksupport/doorman/app/api"
 	"github.com/asterisksupport/doorman/app/ari"
+	"github.com/asterisksupport/doorman/app/ari/ariproxy"
 	"github.com/asterisksupport/doorman/app/blf"
 	"github.com/asterisksupport/doorman/app/config"
 	"github.com/asterisksupport/doorman/app/finder"
@@ -62,6 +63,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	amiClient := ami.NewClient(ami.Config{
 		Addr: cfg.AMI.Addr, Username: cfg.AMI.Username, Secret: cfg.AMI.Secret, UseMD5: cfg.AMI.MD5,
 	}, log.With("component", "ami"))
+	reg.MustRegister(amiClient.Collectors()...)
 	g.Go(func() error { return amiClient.Run(ctx) })
 
 	health := map[string]func() error{
@@ -98,7 +100,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		agi, err := finder.NewAGIServer(cfg.Finder, finder.AGIDeps{Store: store, Log: log.With("component", "finder"), Registerer: reg})
+		agi, err := finder.NewAGIServer(cfg.Finder, finder.AGIDeps{Store: store, Local: tracker, Log: log.With("component", "finder"), Registerer: reg})
 		if err != nil {
 			return err
 		}
@@ -180,10 +182,16 @@ func startIntrusion(ctx context.Context, g *errgroup.Group, cfg config.Config, s
 
 func startBLF(ctx context.Context, g *errgroup.Group, cfg config.Config, store state.Store,
 	amiClient *ami.Client, reg prometheus.Registerer, log *slog.Logger) (*blf.Monitor, error) {
-	if cfg.ARI.Transport != "native" {
-		return nil, fmt.Errorf("ari.transport %q is not available in this build", cfg.ARI.Transport)
+	var client ari.Client
+	var err error
+	switch cfg.ARI.Transport {
+	case "native":
+		client, err = ari.NewNative(ctx, cfg.ARI.NativeConfig, log.With("component", "ari"))
+	case "ari-proxy":
+		client, err = ariproxy.New(ctx, cfg.ARIProxy(), log.With("component", "ari", "transport", "ari-proxy"))
+	default:
+		err = fmt.Errorf("ari.transport %q: want native or ari-proxy", cfg.ARI.Transport)
 	}
-	client, err := ari.NewNative(ctx, cfg.ARI.NativeConfig, log.With("component", "ari"))
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +210,7 @@ func startBLF(ctx context.Context, g *errgroup.Group, cfg config.Config, store s
 
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (state.Store, error) {
 	if len(cfg.Store.Redis.Addrs) > 0 {
+		redisstore.RouteLibraryLogs(log.With("component", "go-redis"))
 		return redisstore.New(ctx, cfg.Store.Redis, log.With("component", "redis"))
 	}
 	log.Info("no store.redis.addrs: using the embedded store (single server)", "path", cfg.Store.EmbeddedPath)
@@ -224,8 +233,9 @@ func newFirewall(cfg config.Config, log *slog.Logger) (firewall.Firewall, error)
 type bansView struct{ m *intrusion.Monitor }
 
 func (b bansView) List(ctx context.Context) ([]api.BanView, error) {
+	// With the store down, List still returns this server's view, with the error.
 	infos, err := b.m.List(ctx)
-	if err != nil {
+	if err != nil && len(infos) == 0 {
 		return nil, err
 	}
 	out := make([]api.BanView, 0, len(infos))
@@ -237,7 +247,7 @@ func (b bansView) List(ctx context.Context) ([]api.BanView, error) {
 		}
 		out = append(out, v)
 	}
-	return out, nil
+	return out, err
 }
 
 func (b bansView) Ban(ctx context.Context, p netip.Prefix, d time.Duration, reason string) error {

@@ -30,14 +30,18 @@ func newFeed[E any](resync E) *feed[E] {
 }
 
 // publish queues e for every watcher; it never blocks.
-func (f *feed[E]) publish(e E) {
+func (f *feed[E]) publish(e E) { f.publishMany(e) }
+
+// publishMany queues es, in order, for every watcher; it never blocks.
+func (f *feed[E]) publishMany(es ...E) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for s := range f.subs {
 		s.mu.Lock()
-		if len(s.q) >= maxQueue {
-			s.q, s.overflow = s.q[:0], true
-		} else {
+		for _, e := range es {
+			if len(s.q) >= maxQueue {
+				s.q, s.overflow = s.q[:0], true
+			}
 			s.q = append(s.q, e)
 		}
 		s.mu.Unlock()

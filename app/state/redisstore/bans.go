@@ -44,12 +44,6 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return n`)
 
-// wireBanEvent is a ban feed message.
-type wireBanEvent struct {
-	Kind state.EventKind `json:"k"`
-	Ban  state.Ban       `json:"b"`
-}
-
 // Incr atomically increments counter key; it expires window after its
 // first increment.
 func (s *Store) Incr(ctx context.Context, key string, window time.Duration) (int64, error) {
@@ -77,11 +71,8 @@ func (s *Store) PutBan(ctx context.Context, b state.Ban) error {
 	if err := b.Validate(); err != nil {
 		return fmt.Errorf("redisstore: put: %w", err)
 	}
-	b.Prefix = b.Prefix.Masked()
-	if b.Permanent {
-		b.Expires = time.Time{}
-	}
-	js, err := json.Marshal(b)
+	b = normalizeBan(b)
+	js, err := encodeBan(b)
 	if err != nil {
 		return fmt.Errorf("redisstore: put ban %v: %w", b.Prefix, err)
 	}
@@ -89,10 +80,7 @@ func (s *Store) PutBan(ctx context.Context, b state.Ban) error {
 	if err != nil {
 		return fmt.Errorf("redisstore: put ban %v: %w", b.Prefix, err)
 	}
-	exp := int64(0)
-	if !b.Permanent {
-		exp = max(b.Expires.UnixMilli(), 1)
-	}
+	exp := banExpiry(b)
 	member := b.Prefix.String()
 	err = putBanScript.Run(ctx, s.rdb, []string{s.k.ban(member), s.k.bans()},
 		js, exp, member, s.k.banFeed(), ev, time.Now().UnixMilli()).Err()
@@ -122,8 +110,12 @@ func (s *Store) DeleteBan(ctx context.Context, p netip.Prefix) error {
 	return nil
 }
 
-// mgetChunk bounds one MGET so a huge listing does not block Redis.
-const mgetChunk = 1000
+// mgetChunk bounds one MGET so a huge listing does not block Redis;
+// mgetRound is how many go in one pipelined round trip.
+const (
+	mgetChunk = 500
+	mgetRound = 8
+)
 
 // ListBans returns every ban that has not expired.
 func (s *Store) ListBans(ctx context.Context) ([]state.Ban, error) {
@@ -143,8 +135,8 @@ func (s *Store) ListBans(ctx context.Context) ([]state.Ban, error) {
 	}
 	bans := make([]state.Ban, 0, len(vals))
 	for _, v := range vals {
-		var b state.Ban
-		if err := json.Unmarshal([]byte(v), &b); err != nil {
+		b, err := decodeBan(v)
+		if err != nil {
 			s.log.Warn("skipping undecodable ban", "err", err)
 			continue
 		}
@@ -153,26 +145,32 @@ func (s *Store) ListBans(ctx context.Context) ([]state.Ban, error) {
 	return bans, nil
 }
 
-// mget reads keys in pipelined chunks and returns the values that exist.
+// mget reads keys in pipelined rounds of mgetRound MGETs of mgetChunk keys,
+// so each round trip stays well within the read timeout, and returns the
+// values that exist.
 func (s *Store) mget(ctx context.Context, keys []string) ([]string, error) {
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	cmds := make([]*redis.SliceCmd, 0, len(keys)/mgetChunk+1)
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i := 0; i < len(keys); i += mgetChunk {
-			cmds = append(cmds, p.MGet(ctx, keys[i:min(i+mgetChunk, len(keys))]...))
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
-	}
 	out := make([]string, 0, len(keys))
-	for _, c := range cmds {
-		for _, v := range c.Val() {
-			if str, ok := v.(string); ok {
-				out = append(out, str)
+	for len(keys) > 0 {
+		cmds := make([]*redis.SliceCmd, 0, mgetRound)
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for range mgetRound {
+				if len(keys) == 0 {
+					break
+				}
+				n := min(mgetChunk, len(keys))
+				cmds = append(cmds, p.MGet(ctx, keys[:n]...))
+				keys = keys[n:]
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		for _, c := range cmds {
+			for _, v := range c.Val() {
+				if str, ok := v.(string); ok {
+					out = append(out, str)
+				}
 			}
 		}
 	}
@@ -183,14 +181,7 @@ func (s *Store) mget(ctx context.Context, keys []string) ([]string, error) {
 // Resync after each reconnect. It returns once the subscription is
 // confirmed, so changes made after it returns are delivered.
 func (s *Store) WatchBans(ctx context.Context) (<-chan state.BanEvent, error) {
-	decode := func(payload string) (state.BanEvent, error) {
-		var w wireBanEvent
-		if err := json.Unmarshal([]byte(payload), &w); err != nil {
-			return state.BanEvent{}, err
-		}
-		return state.BanEvent{Kind: w.Kind, Ban: w.Ban}, nil
-	}
-	ch, err := watch(ctx, s, s.k.banFeed(), decode, state.BanEvent{Kind: state.Resync})
+	ch, err := watch(ctx, s, s.k.banFeed(), decodeBanEvents, state.BanEvent{Kind: state.Resync})
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: watch bans: %w", err)
 	}

@@ -167,12 +167,12 @@ func (s *Store) DeviceStates(ctx context.Context) ([]state.DeviceState, error) {
 // WatchDeviceStates streams device changes of every agent until ctx ends,
 // with a Resync after each reconnect.
 func (s *Store) WatchDeviceStates(ctx context.Context) (<-chan state.DeviceEvent, error) {
-	decode := func(payload string) (state.DeviceEvent, error) {
+	decode := func(payload string) ([]state.DeviceEvent, error) {
 		var w wireDeviceEvent
 		if err := json.Unmarshal([]byte(payload), &w); err != nil {
-			return state.DeviceEvent{}, err
+			return nil, err
 		}
-		return state.DeviceEvent{Kind: w.Kind, State: w.State}, nil
+		return []state.DeviceEvent{{Kind: w.Kind, State: w.State}}, nil
 	}
 	ch, err := watch(ctx, s, s.k.deviceFeed(), decode, state.DeviceEvent{Kind: state.Resync})
 	if err != nil {

@@ -22,7 +22,8 @@ var errMissedPong = errors.New("no pong from redis")
 // a missed pong, or a second subscribe confirmation (go-redis resubscribed
 // behind our back) all mean messages may have been lost, and the consumer
 // gets resync before anything newer.
-func watch[E any](parent context.Context, s *Store, channel string, decode func(string) (E, error), resync E) (<-chan E, error) {
+// decode may return several events for one message (a batch of bans).
+func watch[E any](parent context.Context, s *Store, channel string, decode func(string) ([]E, error), resync E) (<-chan E, error) {
 	ctx, cancel := context.WithCancel(parent)
 	stopOnClose := context.AfterFunc(s.done, cancel)
 	ps, err := s.subscribe(ctx, channel)
@@ -86,7 +87,7 @@ func (s *Store) subscribe(ctx context.Context, channel string) (*redis.PubSub, e
 
 // pump delivers messages until the subscription breaks (returning why) or
 // ctx ends.
-func pump[E any](ctx context.Context, s *Store, ps *redis.PubSub, out chan<- E, decode func(string) (E, error), resync E) error {
+func pump[E any](ctx context.Context, s *Store, ps *redis.PubSub, out chan<- E, decode func(string) ([]E, error), resync E) error {
 	// Unblock a pending read at once when ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer stop()
@@ -113,10 +114,10 @@ func pump[E any](ctx context.Context, s *Store, ps *redis.PubSub, out chan<- E, 
 			continue
 		}
 		pinged = false
-		var ev E
+		var evs []E
 		switch m := msg.(type) {
 		case *redis.Message:
-			ev, err = decode(m.Payload)
+			evs, err = decode(m.Payload)
 			if err != nil {
 				s.log.Warn("skipping undecodable feed message", "channel", m.Channel, "err", err)
 				continue
@@ -125,14 +126,16 @@ func pump[E any](ctx context.Context, s *Store, ps *redis.PubSub, out chan<- E, 
 			if m.Kind != "subscribe" {
 				continue
 			}
-			ev = resync
+			evs = []E{resync}
 		default: // *redis.Pong
 			continue
 		}
-		select {
-		case out <- ev:
-		case <-ctx.Done():
-			return ctx.Err()
+		for _, ev := range evs {
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 	}
 }

@@ -9,17 +9,16 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 
-pkgs=(redis-server redis-tools nftables ipset iptables iproute2 fail2ban python3-pyinotify procps psmisc)
+pkgs=(curl redis-server redis-tools nftables ipset iptables iproute2 fail2ban python3-pyinotify nats-server procps psmisc)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian may start these on install; the tests start their own instances.
-systemctl disable --now redis-server fail2ban >/dev/null 2>&1 || true
-pkill -x redis-server >/dev/null 2>&1 || true
-pkill -f fail2ban-server >/dev/null 2>&1 || true
+# Debian may start these on install; the tests start their own instances
+# (on ports of their own), so the system services are not needed.
+systemctl disable --now redis-server fail2ban nats-server >/dev/null 2>&1 || true
 
 export PATH="$PATH:/usr/local/go/bin:/usr/local/bin"
 command -v task >/dev/null 2>&1 ||
