@@ -1,0 +1,103 @@
+package blf
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// storedNow is stored without failing the test when the store errs (it
+// may be restarting): "" then.
+func storedNow(s Store, server, device string) string {
+	all, err := s.DeviceStates(context.Background())
+	if err != nil {
+		return ""
+	}
+	for _, ds := range all {
+		if ds.Server == server && ds.Device == device {
+			return ds.State
+		}
+	}
+	return ""
+}
+
+// TestStoreRestartedEmptyIsRepublished: a store that comes back empty
+// (Redis without persistence) gets every server's states again, without
+// any change on the phones, and the lamps come back.
+func TestStoreRestartedEmptyIsRepublished(t *testing.T) {
+	run := func(t *testing.T, store Store, n map[string]*node, restart func()) {
+		a, b := n["a"], n["b"]
+		a.ami.set([2]string{"PJSIP/1001", InUse}, [2]string{"PJSIP/1002", Ringing})
+		a.ari.Emit("PJSIP/1001", InUse)
+		a.ari.Emit("PJSIP/1002", Ringing)
+		waitStasis(t, b, "Stasis:1001", InUse)
+		waitStasis(t, b, "Stasis:1002", Ringing)
+		restart()
+		eventually(t, "a's states stored again", func() bool {
+			return storedNow(store, "a", "PJSIP/1001") == InUse && storedNow(store, "a", "PJSIP/1002") == Ringing
+		})
+		waitStasis(t, b, "Stasis:1001", InUse)
+		waitStasis(t, b, "Stasis:1002", Ringing)
+		a.ari.Emit("PJSIP/1001", NotInUse) // and changes flow again
+		waitStasis(t, b, "Stasis:1001", NotInUse)
+	}
+	t.Run("store=mem", func(t *testing.T) {
+		store := newMemStore()
+		_, n := clusterOn(t, func() Store { return store }, "a", "b")
+		run(t, store, n, store.restartEmpty)
+	})
+	t.Run("store=redis", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("short: no redis-server")
+		}
+		srv, open := redisServerOpener(t)
+		store, n := clusterOn(t, open, "a", "b")
+		run(t, store, n, srv.Restart)
+	})
+}
+
+// TestServerLiveAgainAfterEmptyRestartIsReloaded: after an empty restart,
+// a's snapshot reaches the store before b resubscribed (b misses its
+// events) and before a's heartbeat, so b's reload skips a. b's last live
+// set, read before the outage, still lists a: when a beats again, b must
+// read a's states rather than recompute its view without them.
+func TestServerLiveAgainAfterEmptyRestartIsReloaded(t *testing.T) {
+	store, n := cluster(t, "a", "b")
+	a, b := n["a"], n["b"]
+	a.ami.set([2]string{"PJSIP/1001", InUse})
+	a.ari.Emit("PJSIP/1001", InUse)
+	waitStasis(t, b, "Stasis:1001", InUse)
+
+	store.set(func(s *memStore) {
+		s.serversErr = errors.New("store down") // b keeps its live set {a, b}
+		s.mute = true                           // b is not resubscribed yet
+		s.hold = map[string]bool{"a": true}     // a's heartbeat is not back yet
+	})
+	store.restartEmpty()
+	eventually(t, "a's snapshot stored", func() bool { return store.has("a", "PJSIP/1001") == InUse })
+	waitStasis(t, b, "Stasis:1001", Unavailable) // b reloaded without a
+
+	store.set(func(s *memStore) { s.mute, s.hold = false, nil })
+	eventually(t, "a beats again", func() bool {
+		var ok bool
+		store.set(func(s *memStore) { _, ok = s.beats["a"] })
+		return ok
+	})
+	store.set(func(s *memStore) { s.serversErr = nil })
+	waitStasis(t, b, "Stasis:1001", InUse)
+}
+
+// TestPeriodicSnapshotRepairsStore: states the store lost without any
+// signal come back within reconcile_interval.
+func TestPeriodicSnapshotRepairsStore(t *testing.T) {
+	store := newMemStore()
+	cfg := testConfig()
+	cfg.ReconcileInterval = 200 * time.Millisecond
+	a := startNode(t, store, "a", cfg)
+	a.ami.set([2]string{"PJSIP/1001", InUse})
+	a.ari.Emit("PJSIP/1001", InUse)
+	eventually(t, "a's state stored", func() bool { return store.has("a", "PJSIP/1001") == InUse })
+	store.set(func(s *memStore) { delete(s.states, source{"a", "PJSIP/1001"}) }) // silently lost
+	eventually(t, "a's state stored again", func() bool { return store.has("a", "PJSIP/1001") == InUse })
+}
