@@ -398,8 +398,9 @@ func TestServerBackAfterLapseCountsAgain(t *testing.T) {
 	waitStasis(t, b, "Stasis:1001", InUse)
 	a.stop() // a's states stay in the store, its heartbeat lapses
 	waitStasis(t, b, "Stasis:1001", Unavailable)
-	store.resync()                               // b re-reads everything while a is dead: a's states are hidden
-	c.ami.set([2]string{"PJSIP/2000", NotInUse}) // what c's resnapshot after the resync finds
+	// What c's resnapshot after the resync finds.
+	c.ami.set([2]string{"PJSIP/2000", NotInUse})
+	store.resync() // b re-reads everything while a is dead: a's states are hidden
 	c.ari.Emit("PJSIP/2000", NotInUse)
 	waitStasis(t, b, "Stasis:2000", NotInUse)                                       // the feed is in order: b has reloaded
 	if err := store.Heartbeat(context.Background(), "a", time.Minute); err != nil { // a is back
