@@ -17,8 +17,8 @@ type fan struct {
 	view     map[string]map[source]string // Stasis: name -> other servers' devices -> state
 	live     map[string]bool              // nil until the first successful read: all count
 	lastPoll time.Time
-	// stale: the view was reloaded without a fresh live set, so it may
-	// lack servers that live still lists; the next read counts as a change.
+	// stale: a read of the live set failed, so a reload meanwhile may lack
+	// servers that live still lists; the next good read counts as a change.
 	stale bool
 }
 

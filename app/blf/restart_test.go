@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/asterisksupport/doorman/app/ari/aritest"
 )
 
 // storedNow is stored without failing the test when the store errs (it
@@ -99,5 +101,24 @@ func TestPeriodicSnapshotRepairsStore(t *testing.T) {
 	a.ari.Emit("PJSIP/1001", InUse)
 	eventually(t, "a's state stored", func() bool { return store.has("a", "PJSIP/1001") == InUse })
 	store.set(func(s *memStore) { delete(s.states, source{"a", "PJSIP/1001"}) }) // silently lost
+	eventually(t, "a's state stored again", func() bool { return store.has("a", "PJSIP/1001") == InUse })
+}
+
+// TestWithoutAMIResyncStoresPublishedAgain: with no AMI for snapshots, a
+// store that restarted empty gets the states published before again.
+func TestWithoutAMIResyncStoresPublishedAgain(t *testing.T) {
+	store := newMemStore()
+	fake := aritest.New("id-a")
+	mon, err := New(testConfig(), Deps{Store: store, ARI: fake, Server: "a", Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mon.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	fake.Emit("PJSIP/1001", InUse)
+	eventually(t, "a's state stored", func() bool { return store.has("a", "PJSIP/1001") == InUse })
+	store.restartEmpty()
 	eventually(t, "a's state stored again", func() bool { return store.has("a", "PJSIP/1001") == InUse })
 }
