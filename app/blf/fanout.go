@@ -257,6 +257,7 @@ func (m *Monitor) reload(ctx context.Context, f *fan) {
 // differs from what it should be, including names nobody knows any more
 // (-> UNAVAILABLE). false means the list failed; it is retried.
 func (m *Monitor) rewriteAll(ctx context.Context, f *fan) bool {
+	mark := m.w.mark()
 	actual, err := m.ari.StasisStates(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -265,7 +266,7 @@ func (m *Monitor) rewriteAll(ctx context.Context, f *fan) bool {
 		return false
 	}
 	m.once.forget(causeARIList + "\x00")
-	m.w.observe(actual)
+	m.w.observe(actual, mark)
 	for name := range actual {
 		if _, known := f.view[name]; !known {
 			f.view[name] = map[source]string{} // stale: nobody has it -> UNAVAILABLE

@@ -3,6 +3,7 @@ package blf
 import (
 	"context"
 	"errors"
+	"maps"
 	"testing"
 	"time"
 
@@ -121,4 +122,34 @@ func TestWithoutAMIResyncStoresPublishedAgain(t *testing.T) {
 	eventually(t, "a's state stored", func() bool { return store.has("a", "PJSIP/1001") == InUse })
 	store.restartEmpty()
 	eventually(t, "a's state stored again", func() bool { return store.has("a", "PJSIP/1001") == InUse })
+}
+
+// TestListingOlderThanWriteDoesNotUndoIt: rewriteAll lists Asterisk's
+// states while a worker may finish a write; the listing, older than the
+// write, must not make the writer believe the old value (and write again).
+func TestListingOlderThanWriteDoesNotUndoIt(t *testing.T) {
+	mon, err := New(testConfig(), Deps{Store: newMemStore(), ARI: aritest.New("id-a"), Server: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := mon.w
+	wrote := func(name, st string) { // what work does after a good PUT
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.written[name] = st
+		w.writes++
+		w.lastWrite[name] = w.writes
+	}
+	wrote("Stasis:1", InUse)
+	before := w.mark()
+	wrote("Stasis:2", Ringing) // lands after the listing was taken
+	w.observe(map[string]string{"Stasis:1": Busy, "Stasis:3": NotInUse}, before)
+	want := map[string]string{"Stasis:1": Busy, "Stasis:2": Ringing, "Stasis:3": NotInUse}
+	if !maps.Equal(w.written, want) {
+		t.Fatalf("written = %v, want %v", w.written, want)
+	}
+	w.observe(map[string]string{}, w.mark()) // a listing after every write wins
+	if len(w.written) != 0 {
+		t.Fatalf("written = %v after an empty listing, want nothing", w.written)
+	}
 }
