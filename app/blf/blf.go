@@ -55,7 +55,8 @@ type Monitor struct {
 	once    *logOnce
 	w       *writer
 
-	rewrite chan struct{} // publisher -> fan-out: ARI (re)connected, rewrite all
+	rewrite   chan struct{} // publisher -> fan-out: ARI (re)connected, rewrite all
+	republish chan struct{} // fan-out -> publisher: the store feed resynced, store all again
 
 	// trace, if set (tests, benchmarks), sees every hop of a change.
 	trace func(hop)
@@ -96,7 +97,7 @@ func New(cfg Config, deps Deps) (*Monitor, error) {
 	mon := &Monitor{
 		cfg: cfg, mapping: m, store: deps.Store, ari: deps.ARI, ami: deps.AMI,
 		server: deps.Server, log: log.With("job", "blf"), met: newMetrics(deps.Metrics),
-		once: newLogOnce(), rewrite: make(chan struct{}, 1),
+		once: newLogOnce(), rewrite: make(chan struct{}, 1), republish: make(chan struct{}, 1),
 	}
 	mon.w = newWriter(mon)
 	return mon, nil

@@ -314,6 +314,7 @@ func TestStoreResyncRereadsEverything(t *testing.T) {
 	ds.State = Busy
 	store.states[k] = ds
 	store.mu.Unlock()
+	a.ami.set([2]string{"PJSIP/1001", Busy}) // a's Asterisk agrees: a's resnapshot changes nothing
 	store.resync()
 	waitStasis(t, b, "Stasis:1001", Busy)
 }
@@ -398,6 +399,8 @@ func TestServerBackAfterLapseCountsAgain(t *testing.T) {
 	waitStasis(t, b, "Stasis:1001", InUse)
 	a.stop() // a's states stay in the store, its heartbeat lapses
 	waitStasis(t, b, "Stasis:1001", Unavailable)
+	// What c's resnapshot after the resync finds.
+	c.ami.set([2]string{"PJSIP/2000", NotInUse})
 	store.resync() // b re-reads everything while a is dead: a's states are hidden
 	c.ari.Emit("PJSIP/2000", NotInUse)
 	waitStasis(t, b, "Stasis:2000", NotInUse)                                       // the feed is in order: b has reloaded

@@ -37,7 +37,8 @@ type Config struct {
 	// RetryInterval: failed writes, snapshots and reads are retried this often.
 	RetryInterval time.Duration `yaml:"retry_interval"`
 	// ReconcileInterval: every so often all Stasis: states are listed and
-	// corrected (0 disables; reconnects always do it).
+	// corrected, and this server's devices are stored again from a fresh
+	// snapshot (0 disables; reconnects and store resyncs always do it).
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
 	// StoreTimeout bounds each call to the shared store.
 	StoreTimeout time.Duration `yaml:"store_timeout"`

@@ -19,6 +19,12 @@ type memStore struct {
 	last     map[string]time.Time
 	watchers []chan state.DeviceEvent
 	putErr   error
+
+	// Outage knobs: mute drops feed events (watchers not yet resubscribed),
+	// serversErr fails Servers, hold ignores some servers' heartbeats.
+	mute       bool
+	serversErr error
+	hold       map[string]bool
 }
 
 func newMemStore() *memStore {
@@ -26,6 +32,9 @@ func newMemStore() *memStore {
 }
 
 func (s *memStore) publish(ev state.DeviceEvent) {
+	if s.mute && ev.Kind != state.Resync {
+		return
+	}
 	for _, w := range s.watchers {
 		select {
 		case w <- ev:
@@ -110,9 +119,36 @@ func (s *memStore) resync() {
 	s.publish(state.DeviceEvent{Kind: state.Resync})
 }
 
+// restartEmpty loses every state and heartbeat, as a Redis without
+// persistence that restarted, then resyncs the watchers.
+func (s *memStore) restartEmpty() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.states)
+	clear(s.beats)
+	clear(s.last)
+	s.publish(state.DeviceEvent{Kind: state.Resync})
+}
+
+// has reports server's stored state of device, live or not ("" if none).
+func (s *memStore) has(server, device string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.states[source{server, device}].State
+}
+
+func (s *memStore) set(f func(s *memStore)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s)
+}
+
 func (s *memStore) Heartbeat(ctx context.Context, server string, ttl time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.hold[server] {
+		return nil // lost on its way, as if the store restarted right after
+	}
 	s.beats[server] = time.Now().Add(ttl)
 	s.last[server] = time.Now()
 	return nil
@@ -121,6 +157,9 @@ func (s *memStore) Heartbeat(ctx context.Context, server string, ttl time.Durati
 func (s *memStore) Servers(ctx context.Context) (map[string]time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.serversErr != nil {
+		return nil, s.serversErr
+	}
 	now := time.Now()
 	m := map[string]time.Time{}
 	for srv, exp := range s.beats {

@@ -17,6 +17,9 @@ type fan struct {
 	view     map[string]map[source]string // Stasis: name -> other servers' devices -> state
 	live     map[string]bool              // nil until the first successful read: all count
 	lastPoll time.Time
+	// stale: a read of the live set failed, so a reload meanwhile may lack
+	// servers that live still lists; the next good read counts as a change.
+	stale bool
 }
 
 // fanout turns the store's feed into desired Stasis: states.
@@ -49,6 +52,7 @@ func (m *Monitor) fanout(ctx context.Context) {
 				if feed = m.watch(ctx); feed == nil {
 					return
 				}
+				m.storeResynced()
 				m.reload(ctx, f)
 				continue
 			}
@@ -95,6 +99,7 @@ func (m *Monitor) watch(ctx context.Context) <-chan state.DeviceEvent {
 func (m *Monitor) apply(ctx context.Context, f *fan, ev state.DeviceEvent, at time.Time) {
 	switch ev.Kind {
 	case state.Resync:
+		m.storeResynced()
 		m.reload(ctx, f)
 		return
 	case state.Added, state.Removed:
@@ -167,16 +172,18 @@ func (m *Monitor) pollLive(ctx context.Context, f *fan) bool {
 		if ctx.Err() == nil {
 			m.fail(causeStoreRead, "servers", err)
 		}
-		return false // keep the last known set
+		f.stale = true // a reload meanwhile may miss servers this set lists
+		return false   // keep the last known set
 	}
 	m.once.forget(causeStoreRead + "\x00servers")
 	live := make(map[string]bool, len(servers))
 	for s := range servers {
 		live[s] = true
 	}
-	if f.live != nil && maps.Equal(live, f.live) {
+	if f.live != nil && !f.stale && maps.Equal(live, f.live) {
 		return false
 	}
+	f.stale = false
 	for s := range f.live {
 		if !live[s] {
 			m.log.Info("blf: server stopped beating; its devices no longer count", "server", s)
@@ -186,9 +193,25 @@ func (m *Monitor) pollLive(ctx context.Context, f *fan) bool {
 	return true
 }
 
+// storeResynced tells the publisher to store all our states again: the
+// feed broke, and the store may have come back empty.
+func (m *Monitor) storeResynced() {
+	select {
+	case m.republish <- struct{}{}:
+	default:
+	}
+}
+
 // reload re-reads every device state (start, Resync, lost feed).
+//
+// The store returns only the states of live servers, so the live set is
+// read first: a server that is not live yet (e.g. its heartbeat was lost
+// with an emptied store) is then missing from both, and pollLive reloads
+// when it joins. A live set older than the reload would already list it,
+// and its states would never be read.
 func (m *Monitor) reload(ctx context.Context, f *fan) {
 	for {
+		m.pollLive(ctx, f)
 		cctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 		all, err := m.store.DeviceStates(cctx)
 		cancel()
@@ -234,6 +257,7 @@ func (m *Monitor) reload(ctx context.Context, f *fan) {
 // differs from what it should be, including names nobody knows any more
 // (-> UNAVAILABLE). false means the list failed; it is retried.
 func (m *Monitor) rewriteAll(ctx context.Context, f *fan) bool {
+	mark := m.w.mark()
 	actual, err := m.ari.StasisStates(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -242,7 +266,7 @@ func (m *Monitor) rewriteAll(ctx context.Context, f *fan) bool {
 		return false
 	}
 	m.once.forget(causeARIList + "\x00")
-	m.w.observe(actual)
+	m.w.observe(actual, mark)
 	for name := range actual {
 		if _, known := f.view[name]; !known {
 			f.view[name] = map[source]string{} // stale: nobody has it -> UNAVAILABLE

@@ -20,6 +20,15 @@ func (m *Monitor) publish(ctx context.Context, amiSig <-chan struct{}) {
 	events := m.ari.Events()
 	snapshotDue := true // at start
 	var retry <-chan time.Time
+	// A periodic snapshot repairs what no signal announced (e.g. a store
+	// that lost data without the feed noticing); unchanged states cost no
+	// event, as the store publishes only changes.
+	var reconcile <-chan time.Time
+	if m.cfg.ReconcileInterval > 0 {
+		t := time.NewTicker(m.cfg.ReconcileInterval)
+		defer t.Stop()
+		reconcile = t.C
+	}
 	for {
 		if snapshotDue && retry == nil {
 			if err := m.snapshot(ctx, published); err != nil {
@@ -54,6 +63,14 @@ func (m *Monitor) publish(ctx context.Context, amiSig <-chan struct{}) {
 			default:
 			}
 		case <-amiSig:
+			snapshotDue = true
+		case <-m.republish:
+			// The store feed resynced: the store may have restarted empty
+			// (our states and heartbeat gone) or missed our writes. Beat
+			// first, so the others count what we store at once.
+			m.beat(ctx)
+			snapshotDue = true
+		case <-reconcile:
 			snapshotDue = true
 		case <-retry:
 			retry = nil
@@ -168,7 +185,11 @@ func (m *Monitor) publishBatch(ctx context.Context, batch []change, published ma
 			if ctx.Err() == nil {
 				m.fail(causeStorePut, "", err, "device", c.device)
 			}
-			delete(published, c.device)
+			if m.ami == nil {
+				published[c.device] = c.state // the retried snapshot stores the cache
+			} else {
+				delete(published, c.device)
+			}
 			ok = false
 			continue
 		}
@@ -181,12 +202,13 @@ func (m *Monitor) publishBatch(ctx context.Context, batch []change, published ma
 
 // snapshot replaces this server's device states in the store with AMI
 // DeviceStateList (GET /ari/deviceStates lists only Stasis: devices).
+// Without AMI it stores again what was published before (if anything).
 func (m *Monitor) snapshot(ctx context.Context, published map[string]string) error {
-	if m.ami == nil {
-		return nil
-	}
 	cctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 	defer cancel()
+	if m.ami == nil {
+		return m.republishCache(cctx, published)
+	}
 	resp, list, err := m.ami.Action(cctx, ami.Message{Fields: []ami.Field{{Key: "Action", Value: "DeviceStateList"}}})
 	if err != nil {
 		return fmt.Errorf("blf: DeviceStateList: %w", err)
@@ -220,5 +242,22 @@ func (m *Monitor) snapshot(ctx context.Context, published map[string]string) err
 		published[k] = v
 	}
 	m.log.Debug("blf: snapshot stored", "devices", len(states))
+	return nil
+}
+
+// republishCache stores the published cache again as this server's whole
+// truth; with nothing published yet it leaves the store alone.
+func (m *Monitor) republishCache(ctx context.Context, published map[string]string) error {
+	if len(published) == 0 {
+		return nil
+	}
+	now := time.Now()
+	states := make([]state.DeviceState, 0, len(published))
+	for dev, st := range published {
+		states = append(states, state.DeviceState{Server: m.server, Device: dev, State: st, Updated: now})
+	}
+	if err := m.store.ReplaceDeviceStates(ctx, m.server, states); err != nil {
+		return fmt.Errorf("blf: storing published states again: %w", err)
+	}
 	return nil
 }

@@ -28,9 +28,16 @@ func forStores(t *testing.T, f func(t *testing.T, open func() Store)) {
 // redisOpener starts a redis-server and returns a function opening a new
 // client Store on it, closed when the test ends.
 func redisOpener(t testing.TB) func() Store {
+	_, open := redisServerOpener(t)
+	return open
+}
+
+// redisServerOpener is redisOpener that also returns the server, to stop
+// or restart it.
+func redisServerOpener(t testing.TB) (*redistest.Server, func() Store) {
 	srv := redistest.Start(t)
 	prefix := "blf:" + strings.ReplaceAll(t.Name(), "/", ":") + ":"
-	return func() Store {
+	return srv, func() Store {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		s, err := redisstore.New(ctx, redisstore.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix, WatchPing: 200 * time.Millisecond}, testLog(t))

@@ -34,6 +34,10 @@ type writer struct {
 	queued   map[string]bool
 	inflight map[string]bool
 	failed   map[string]bool
+	// writes counts successful writes; lastWrite[name] is the count at a
+	// name's latest one, so a listing taken before it cannot undo it.
+	writes    uint64
+	lastWrite map[string]uint64
 }
 
 func newWriter(m *Monitor) *writer {
@@ -41,6 +45,7 @@ func newWriter(m *Monitor) *writer {
 		m: m, seed: maphash.MakeSeed(),
 		desired: map[string]want{}, written: map[string]string{},
 		queued: map[string]bool{}, inflight: map[string]bool{}, failed: map[string]bool{},
+		lastWrite: map[string]uint64{},
 	}
 	for range m.cfg.Workers {
 		w.queues = append(w.queues, make(chan string, 1<<14))
@@ -69,17 +74,28 @@ func (w *writer) slot(name string) int {
 	return int(maphash.String(w.seed, name) % uint64(len(w.queues)))
 }
 
-// observe replaces what we believe Asterisk has with a fresh listing.
-func (w *writer) observe(actual map[string]string) {
+// mark returns the write count, to be taken before listing Asterisk's
+// states and passed to observe.
+func (w *writer) mark() uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.writes
+}
+
+// observe replaces what we believe Asterisk has with a fresh listing,
+// taken after mark; names written since (or being written) keep what the
+// write left, as the listing may predate it.
+func (w *writer) observe(actual map[string]string, mark uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	keep := func(name string) bool { return w.inflight[name] || w.lastWrite[name] > mark }
 	for name := range w.written {
-		if _, ok := actual[name]; !ok && !w.inflight[name] {
+		if _, ok := actual[name]; !ok && !keep(name) {
 			delete(w.written, name)
 		}
 	}
 	for name, st := range actual {
-		if !w.inflight[name] {
+		if !keep(name) {
 			w.written[name] = st
 		}
 	}
@@ -127,6 +143,8 @@ func (w *writer) work(ctx context.Context, i int) {
 		w.inflight[name] = false
 		if err == nil {
 			w.written[name] = d.state
+			w.writes++
+			w.lastWrite[name] = w.writes
 			delete(w.failed, name)
 		} else {
 			w.failed[name] = true
