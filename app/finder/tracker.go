@@ -392,6 +392,9 @@ func (t *Tracker) heartbeat(ctx context.Context) (resync bool) {
 	if err := t.deps.Store.Heartbeat(sctx, t.cfg.Server, t.cfg.HeartbeatTTL); err != nil {
 		t.m.heartbeats.WithLabelValues("store_error").Inc()
 		t.log.Warn("finder: heartbeat failed", "err", err)
+		// The store may come back empty (a Redis restart without
+		// persistence): write the whole view at the next good beat.
+		t.dirty = true
 		return resync
 	}
 	t.m.heartbeats.WithLabelValues("ok").Inc()
