@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	_ "github.com/asterisksupport/doorman/app/protowarn" // first: hides a harmless init-time warning
 )
 
 const usage = `doorman: intrusion monitor, extension finder and busy lamps for Asterisk clusters
