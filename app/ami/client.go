@@ -60,7 +60,7 @@ func NewClient(cfg Config, log *slog.Logger) *Client {
 	cfg = cfg.withDefaults()
 	return &Client{
 		cfg:    cfg,
-		log:    log.With("component", "ami", "addr", cfg.Addr),
+		log:    log.With("addr", cfg.Addr),
 		prefix: "doorman-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + "-",
 		status: Status{Addr: cfg.Addr},
 	}

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // The captured Events-on session, replayed after a login: every event comes
@@ -519,5 +522,26 @@ func TestClientAbandonedList(t *testing.T) {
 	}
 	if st := c.Stats(); st.EventsReceived != 1 {
 		t.Fatalf("stats = %+v", st)
+	}
+}
+
+func TestCollectors(t *testing.T) {
+	c := NewClient(testConfig("127.0.0.1:1"), nil)
+	c.hub.received.Add(3)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c.Collectors()...)
+	want := `
+# HELP doorman_ami_connected 1 while logged in to Asterisk.
+# TYPE doorman_ami_connected gauge
+doorman_ami_connected 0
+# HELP doorman_ami_events_received_total Events read from Asterisk (not responses or list items).
+# TYPE doorman_ami_events_received_total counter
+doorman_ami_events_received_total 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "doorman_ami_connected", "doorman_ami_events_received_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 7 {
+		t.Fatalf("%d metrics, %v", n, err)
 	}
 }

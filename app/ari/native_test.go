@@ -42,7 +42,12 @@ func newServer(t *testing.T) *aritest.Server {
 
 func startNative(t *testing.T, s *aritest.Server, edit func(*ari.NativeConfig)) (*ari.Native, *logBuf) {
 	t.Helper()
-	cfg := ari.NativeConfig{URL: s.URL(), Username: user, Password: pass,
+	return startNativeURL(t, s.URL(), edit)
+}
+
+func startNativeURL(t *testing.T, url string, edit func(*ari.NativeConfig)) (*ari.Native, *logBuf) {
+	t.Helper()
+	cfg := ari.NativeConfig{URL: url, Username: user, Password: pass,
 		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond, RequestTimeout: time.Second}
 	if edit != nil {
 		edit(&cfg)

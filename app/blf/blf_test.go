@@ -2,7 +2,6 @@ package blf
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -19,20 +18,21 @@ import (
 
 // node is one simulated server: its Asterisk (fake ARI and AMI) and its monitor.
 type node struct {
-	name   string
-	ari    *aritest.Fake   // nil when the node runs over HTTP
-	srv    *aritest.Server // the HTTP ARI, if any
-	client ari.Client
-	ami    *fakeAMI
-	mon    *Monitor
-	cancel context.CancelFunc
-	done   chan error
+	name     string
+	ari      *aritest.Fake   // nil when the node runs over HTTP
+	srv      *aritest.Server // the HTTP ARI, if any
+	asterisk asterisk        // another Asterisk (the simulator's ARI), if any
+	client   ari.Client
+	ami      *fakeAMI
+	mon      *Monitor
+	cancel   context.CancelFunc
+	done     chan error
 }
 
 func testConfig() Config {
 	c := DefaultConfig()
-	c.HeartbeatInterval = 50 * time.Millisecond
-	c.HeartbeatTTL = 300 * time.Millisecond
+	c.HeartbeatInterval = 100 * time.Millisecond
+	c.HeartbeatTTL = 2 * time.Second // generous: the test machine is shared and may stall goroutines
 	c.RetryInterval = 50 * time.Millisecond
 	c.StoreTimeout = time.Second
 	return c
@@ -94,7 +94,7 @@ func (n *node) stop() {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -105,180 +105,200 @@ func eventually(t testing.TB, what string, cond func() bool) {
 
 func waitStasis(t testing.TB, n *node, name, want string) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%s: %s = %s (has %q)", n.name, name, want, n.ari.Stasis(name)), func() bool {
-		return n.ari.Stasis(name) == want
-	})
+	deadline := time.Now().Add(15 * time.Second)
+	for n.ari.Stasis(name) != want {
+		if time.Now().After(deadline) {
+			n.mon.w.mu.Lock()
+			t.Fatalf("%s: %s = %q, want %s; desired %+v written %q queued %v inflight %v failed %v; attempts %d",
+				n.name, name, n.ari.Stasis(name), want, n.mon.w.desired[name], n.mon.w.written[name],
+				n.mon.w.queued[name], n.mon.w.inflight[name], n.mon.w.failed[name], n.ari.Attempts())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 func cluster(t *testing.T, names ...string) (*memStore, map[string]*node) {
 	store := newMemStore()
-	nodes := map[string]*node{}
-	for _, name := range names {
-		nodes[name] = startNode(t, store, name, testConfig())
-	}
+	_, nodes := clusterOn(t, func() Store { return store }, names...)
 	return store, nodes
 }
 
 func TestRingingThenInUseFollowsOnOthers(t *testing.T) {
-	store, n := cluster(t, "a", "b", "c")
-	a, b, c := n["a"], n["b"], n["c"]
-	for _, st := range []string{Ringing, InUse, NotInUse} {
-		a.ari.Emit("PJSIP/1001", st)
-		waitStasis(t, b, "Stasis:1001", st)
-		waitStasis(t, c, "Stasis:1001", st)
-		if got := store.get("a", "PJSIP/1001"); got != st {
-			t.Fatalf("store has %q for a's PJSIP/1001, want %q", got, st)
+	forStores(t, func(t *testing.T, open func() Store) {
+		store, n := clusterOn(t, open, "a", "b", "c")
+		a, b, c := n["a"], n["b"], n["c"]
+		for _, st := range []string{Ringing, InUse, NotInUse} {
+			a.ari.Emit("PJSIP/1001", st)
+			waitStasis(t, b, "Stasis:1001", st)
+			waitStasis(t, c, "Stasis:1001", st)
+			if got := stored(t, store, "a", "PJSIP/1001"); got != st {
+				t.Fatalf("store has %q for a's PJSIP/1001, want %q", got, st)
+			}
 		}
-	}
-	// a's own Stasis:1001 carries only the others: nobody else has 1001.
-	waitStasis(t, a, "Stasis:1001", Unavailable)
-	for _, w := range a.ari.WritesTo("Stasis:1001") {
-		if w != Unavailable {
-			t.Fatalf("a wrote its own phone's state %q to its Stasis:1001", w)
+		// a's own Stasis:1001 carries only the others: nobody else has 1001.
+		waitStasis(t, a, "Stasis:1001", Unavailable)
+		for _, w := range a.ari.WritesTo("Stasis:1001") {
+			if w != Unavailable {
+				t.Fatalf("a wrote its own phone's state %q to its Stasis:1001", w)
+			}
 		}
-	}
-	if got := b.ari.WritesTo("Stasis:1001"); !slices.Contains(got, Ringing) || !slices.Contains(got, InUse) {
-		t.Fatalf("b's writes %v lack RINGING or INUSE", got)
-	}
+		if got := b.ari.WritesTo("Stasis:1001"); !slices.Contains(got, Ringing) || !slices.Contains(got, InUse) {
+			t.Fatalf("b's writes %v lack RINGING or INUSE", got)
+		}
+	})
 }
 
 func TestPhoneOnTwoServersSeesOnlyOthers(t *testing.T) {
-	_, n := cluster(t, "a", "b", "c")
-	a, b, c := n["a"], n["b"], n["c"]
-	a.ari.Emit("PJSIP/1001", InUse)
-	b.ari.Emit("PJSIP/1001", Ringing)
-	waitStasis(t, c, "Stasis:1001", RingInUse) // both others
-	waitStasis(t, a, "Stasis:1001", Ringing)   // only b
-	waitStasis(t, b, "Stasis:1001", InUse)     // only a
-	a.ari.Emit("PJSIP/1001", Unavailable)      // a's phone unregisters
-	waitStasis(t, c, "Stasis:1001", Ringing)
-	waitStasis(t, b, "Stasis:1001", Unavailable)
-	b.ari.Emit("PJSIP/1001", NotInUse)
-	waitStasis(t, c, "Stasis:1001", NotInUse) // NOT_INUSE outranks UNAVAILABLE
-	waitStasis(t, a, "Stasis:1001", NotInUse)
+	forStores(t, func(t *testing.T, open func() Store) {
+		_, n := clusterOn(t, open, "a", "b", "c")
+		a, b, c := n["a"], n["b"], n["c"]
+		a.ari.Emit("PJSIP/1001", InUse)
+		b.ari.Emit("PJSIP/1001", Ringing)
+		waitStasis(t, c, "Stasis:1001", RingInUse) // both others
+		waitStasis(t, a, "Stasis:1001", Ringing)   // only b
+		waitStasis(t, b, "Stasis:1001", InUse)     // only a
+		a.ari.Emit("PJSIP/1001", Unavailable)      // a's phone unregisters
+		waitStasis(t, c, "Stasis:1001", Ringing)
+		waitStasis(t, b, "Stasis:1001", Unavailable)
+		b.ari.Emit("PJSIP/1001", NotInUse)
+		waitStasis(t, c, "Stasis:1001", NotInUse) // NOT_INUSE outranks UNAVAILABLE
+		waitStasis(t, a, "Stasis:1001", NotInUse)
+	})
 }
 
 func TestEchoNeverCausesSecondWriteOrPublish(t *testing.T) {
-	store, n := cluster(t, "a", "b")
-	a, b := n["a"], n["b"]
-	a.ari.Emit("PJSIP/1001", InUse)
-	waitStasis(t, b, "Stasis:1001", InUse)
-	a.ari.Emit("PJSIP/1002", NotInUse) // a later change, to know the pipeline moved on
-	waitStasis(t, b, "Stasis:1002", NotInUse)
-	// The echoes of b's PUTs sat in b's event stream all along; give a
-	// foreign one too (another app's write): none may be published or rewritten.
-	b.ari.Emit("Stasis:1001", Busy)
-	a.ari.Emit("PJSIP/1003", Ringing)
-	waitStasis(t, b, "Stasis:1003", Ringing)
+	forStores(t, func(t *testing.T, open func() Store) {
+		store, n := clusterOn(t, open, "a", "b")
+		a, b := n["a"], n["b"]
+		a.ari.Emit("PJSIP/1001", InUse)
+		waitStasis(t, b, "Stasis:1001", InUse)
+		a.ari.Emit("PJSIP/1002", NotInUse) // a later change, to know the pipeline moved on
+		waitStasis(t, b, "Stasis:1002", NotInUse)
+		// The echoes of b's PUTs sat in b's event stream all along; give a
+		// foreign one too (another app's write): none may be published or rewritten.
+		b.ari.Emit("Stasis:1001", Busy)
+		a.ari.Emit("PJSIP/1003", Ringing)
+		waitStasis(t, b, "Stasis:1003", Ringing)
 
-	if got := b.ari.WritesTo("Stasis:1001"); !slices.Equal(got, []string{InUse}) {
-		t.Fatalf("b wrote Stasis:1001 %v, want exactly [INUSE]", got)
-	}
-	for _, srv := range []string{"a", "b"} {
-		for _, dev := range []string{"Stasis:1001", "Stasis:1002", "Stasis:1003"} {
-			if st := store.get(srv, dev); st != "" {
-				t.Fatalf("%s published its Stasis device %s=%s", srv, dev, st)
+		if got := b.ari.WritesTo("Stasis:1001"); !slices.Equal(got, []string{InUse}) {
+			t.Fatalf("b wrote Stasis:1001 %v, want exactly [INUSE]", got)
+		}
+		for _, srv := range []string{"a", "b"} {
+			for _, dev := range []string{"Stasis:1001", "Stasis:1002", "Stasis:1003"} {
+				if st := stored(t, store, srv, dev); st != "" {
+					t.Fatalf("%s published its Stasis device %s=%s", srv, dev, st)
+				}
 			}
 		}
-	}
-	if got := testutil.ToFloat64(b.mon.met.published); got != 0 {
-		t.Fatalf("b published %v changes, want 0 (it has no phones)", got)
-	}
+		if got := testutil.ToFloat64(b.mon.met.published); got != 0 {
+			t.Fatalf("b published %v changes, want 0 (it has no phones)", got)
+		}
+	})
 }
 
 func TestReconnectWithStaleStatesConverges(t *testing.T) {
-	_, n := cluster(t, "a", "b")
-	a, b := n["a"], n["b"]
-	a.ari.Emit("PJSIP/1001", InUse)
-	a.ari.Emit("PJSIP/1002", NotInUse)
-	waitStasis(t, b, "Stasis:1001", InUse)
-	waitStasis(t, b, "Stasis:1002", NotInUse)
-	// Asterisk b restarts: astdb replays old values, one for a phone that
-	// no longer exists anywhere.
-	b.ari.Restart(map[string]string{"Stasis:1001": Ringing, "Stasis:1002": NotInUse, "Stasis:9999": Busy})
-	waitStasis(t, b, "Stasis:1001", InUse)
-	waitStasis(t, b, "Stasis:9999", Unavailable)
-	if got := b.ari.WritesTo("Stasis:1002"); len(got) != 1 {
-		t.Fatalf("Stasis:1002 was right after the restart but was written %v", got)
-	}
-	// A change after the reconnect still flows.
-	a.ari.Emit("PJSIP/1002", Ringing)
-	waitStasis(t, b, "Stasis:1002", Ringing)
+	forStores(t, func(t *testing.T, open func() Store) {
+		_, n := clusterOn(t, open, "a", "b")
+		a, b := n["a"], n["b"]
+		a.ari.Emit("PJSIP/1001", InUse)
+		a.ari.Emit("PJSIP/1002", NotInUse)
+		waitStasis(t, b, "Stasis:1001", InUse)
+		waitStasis(t, b, "Stasis:1002", NotInUse)
+		// Asterisk b restarts: astdb replays old values, one for a phone that
+		// no longer exists anywhere.
+		b.ari.Restart(map[string]string{"Stasis:1001": Ringing, "Stasis:1002": NotInUse, "Stasis:9999": Busy})
+		waitStasis(t, b, "Stasis:1001", InUse)
+		waitStasis(t, b, "Stasis:9999", Unavailable)
+		if got := b.ari.WritesTo("Stasis:1002"); len(got) != 1 {
+			t.Fatalf("Stasis:1002 was right after the restart but was written %v", got)
+		}
+		// A change after the reconnect still flows.
+		a.ari.Emit("PJSIP/1002", Ringing)
+		waitStasis(t, b, "Stasis:1002", Ringing)
+	})
 }
 
 func TestReconnectSnapshotsFromAMI(t *testing.T) {
-	store, n := cluster(t, "a", "b")
-	a, b := n["a"], n["b"]
-	a.ami.set([2]string{"PJSIP/1001", InUse}, [2]string{"Stasis:1001", Busy}, [2]string{"Local/7000@default", NotInUse},
-		[2]string{"SIP/2001", Ringing})
-	a.ari.Reconnect() // gap: re-read real devices through AMI
-	waitStasis(t, b, "Stasis:1001", InUse)
-	waitStasis(t, b, "Stasis:2001", Ringing)
-	if st := store.get("a", "Stasis:1001"); st != "" {
-		t.Fatalf("snapshot published a Stasis device: %s", st)
-	}
-	if st := store.get("a", "Local/7000@default"); st != "" {
-		t.Fatalf("snapshot published a Local channel: %s", st)
-	}
-	// AMI relogin: the phone went away meanwhile.
-	a.ami.set([2]string{"SIP/2001", Ringing})
-	calls := a.ami.actionCalls()
-	a.ami.relogin()
-	eventually(t, "a second AMI snapshot", func() bool { return a.ami.actionCalls() > calls })
-	waitStasis(t, b, "Stasis:1001", Unavailable)
+	forStores(t, func(t *testing.T, open func() Store) {
+		store, n := clusterOn(t, open, "a", "b")
+		a, b := n["a"], n["b"]
+		a.ami.set([2]string{"PJSIP/1001", InUse}, [2]string{"Stasis:1001", Busy}, [2]string{"Local/7000@default", NotInUse},
+			[2]string{"SIP/2001", Ringing})
+		a.ari.Reconnect() // gap: re-read real devices through AMI
+		waitStasis(t, b, "Stasis:1001", InUse)
+		waitStasis(t, b, "Stasis:2001", Ringing)
+		if st := stored(t, store, "a", "Stasis:1001"); st != "" {
+			t.Fatalf("snapshot published a Stasis device: %s", st)
+		}
+		if st := stored(t, store, "a", "Local/7000@default"); st != "" {
+			t.Fatalf("snapshot published a Local channel: %s", st)
+		}
+		// AMI relogin: the phone went away meanwhile.
+		a.ami.set([2]string{"SIP/2001", Ringing})
+		calls := a.ami.actionCalls()
+		a.ami.relogin()
+		eventually(t, "a second AMI snapshot", func() bool { return a.ami.actionCalls() > calls })
+		waitStasis(t, b, "Stasis:1001", Unavailable)
+	})
 }
 
 func TestARI500ForOneDeviceDoesNotStopOthers(t *testing.T) {
-	_, n := cluster(t, "a", "b")
-	a, b := n["a"], n["b"]
-	b.ari.SetPutError("Stasis:1001", &ari.HTTPError{Method: "PUT", Path: "/deviceStates/Stasis:1001", Code: 500, Message: "Unknown device"})
-	a.ari.Emit("PJSIP/1001", InUse)
-	a.ari.Emit("PJSIP/1002", Ringing)
-	waitStasis(t, b, "Stasis:1002", Ringing)
-	eventually(t, "the 500 counted", func() bool {
-		return testutil.ToFloat64(b.mon.met.errors.WithLabelValues("ari_put_500")) >= 1
+	forStores(t, func(t *testing.T, open func() Store) {
+		_, n := clusterOn(t, open, "a", "b")
+		a, b := n["a"], n["b"]
+		b.ari.SetPutError("Stasis:1001", &ari.HTTPError{Method: "PUT", Path: "/deviceStates/Stasis:1001", Code: 500, Message: "Unknown device"})
+		a.ari.Emit("PJSIP/1001", InUse)
+		a.ari.Emit("PJSIP/1002", Ringing)
+		waitStasis(t, b, "Stasis:1002", Ringing)
+		eventually(t, "the 500 counted", func() bool {
+			return testutil.ToFloat64(b.mon.met.errors.WithLabelValues("ari_put_500")) >= 1
+		})
+		a.ari.Emit("PJSIP/1003", Busy)
+		waitStasis(t, b, "Stasis:1003", Busy)
+		b.ari.SetPutError("Stasis:1001", nil) // Asterisk recovers: the retry lands
+		waitStasis(t, b, "Stasis:1001", InUse)
 	})
-	a.ari.Emit("PJSIP/1003", Busy)
-	waitStasis(t, b, "Stasis:1003", Busy)
-	b.ari.SetPutError("Stasis:1001", nil) // Asterisk recovers: the retry lands
-	waitStasis(t, b, "Stasis:1001", InUse)
 }
 
 func TestUnknownStateAndUnmappedDevicesAreCountedAndSkipped(t *testing.T) {
-	store, n := cluster(t, "a", "b")
-	a, b := n["a"], n["b"]
-	a.ari.Emit("PJSIP/1001", "SIDEWAYS")
-	a.ari.Emit("Local/7000@default", InUse)
-	a.ari.Emit("PJSIP/1002", InUse)
-	waitStasis(t, b, "Stasis:1002", InUse)
-	if st := store.get("a", "PJSIP/1001"); st != "" {
-		t.Fatalf("unknown state published: %q", st)
-	}
-	if st := store.get("a", "Local/7000@default"); st != "" {
-		t.Fatalf("unmapped device published: %q", st)
-	}
-	if got := testutil.ToFloat64(a.mon.met.errors.WithLabelValues(causeUnknownState)); got != 1 {
-		t.Fatalf("unknown_state counted %v, want 1", got)
-	}
-	if got := testutil.ToFloat64(a.mon.met.errors.WithLabelValues(causeUnmapped)); got != 1 {
-		t.Fatalf("unmapped_device counted %v, want 1", got)
-	}
+	forStores(t, func(t *testing.T, open func() Store) {
+		store, n := clusterOn(t, open, "a", "b")
+		a, b := n["a"], n["b"]
+		a.ari.Emit("PJSIP/1001", "SIDEWAYS")
+		a.ari.Emit("Local/7000@default", InUse)
+		a.ari.Emit("PJSIP/1002", InUse)
+		waitStasis(t, b, "Stasis:1002", InUse)
+		if st := stored(t, store, "a", "PJSIP/1001"); st != "" {
+			t.Fatalf("unknown state published: %q", st)
+		}
+		if st := stored(t, store, "a", "Local/7000@default"); st != "" {
+			t.Fatalf("unmapped device published: %q", st)
+		}
+		if got := testutil.ToFloat64(a.mon.met.errors.WithLabelValues(causeUnknownState)); got != 1 {
+			t.Fatalf("unknown_state counted %v, want 1", got)
+		}
+		if got := testutil.ToFloat64(a.mon.met.errors.WithLabelValues(causeUnmapped)); got != 1 {
+			t.Fatalf("unmapped_device counted %v, want 1", got)
+		}
+	})
 }
 
 func TestDeadServerTurnsUnavailable(t *testing.T) {
-	_, n := cluster(t, "a", "b", "c")
-	a, b, c := n["a"], n["b"], n["c"]
-	a.ari.Emit("PJSIP/1001", InUse)
-	c.ari.Emit("PJSIP/1001", NotInUse)
-	waitStasis(t, b, "Stasis:1001", InUse)
-	start := time.Now()
-	a.stop()                                  // a dies: no more heartbeats; its states stay in the store
-	waitStasis(t, b, "Stasis:1001", NotInUse) // only c counts now
-	waitStasis(t, c, "Stasis:1001", Unavailable)
-	bound := testConfig().HeartbeatTTL + 2*testConfig().HeartbeatInterval + time.Second
-	if d := time.Since(start); d > bound {
-		t.Fatalf("dead server still counted after %s (bound %s)", d, bound)
-	}
+	forStores(t, func(t *testing.T, open func() Store) {
+		_, n := clusterOn(t, open, "a", "b", "c")
+		a, b, c := n["a"], n["b"], n["c"]
+		a.ari.Emit("PJSIP/1001", InUse)
+		c.ari.Emit("PJSIP/1001", NotInUse)
+		waitStasis(t, b, "Stasis:1001", InUse)
+		start := time.Now()
+		a.stop()                                  // a dies: no more heartbeats; its states stay in the store
+		waitStasis(t, b, "Stasis:1001", NotInUse) // only c counts now
+		waitStasis(t, c, "Stasis:1001", Unavailable)
+		bound := testConfig().HeartbeatTTL + 2*testConfig().HeartbeatInterval + time.Second
+		if d := time.Since(start); d > bound {
+			t.Fatalf("dead server still counted after %s (bound %s)", d, bound)
+		}
+	})
 }
 
 func TestStoreResyncRereadsEverything(t *testing.T) {
@@ -298,43 +318,44 @@ func TestStoreResyncRereadsEverything(t *testing.T) {
 }
 
 func TestLampsAndHints(t *testing.T) {
-	store, n := cluster(t, "a", "b")
-	n["a"].ari.Emit("PJSIP/1001", InUse)
-	n["b"].ari.Emit("PJSIP/1001", Ringing)
-	n["b"].ari.Emit("PJSIP/1002", NotInUse)
-	waitStasis(t, n["a"], "Stasis:1002", NotInUse)
-	waitStasis(t, n["b"], "Stasis:1001", InUse)
-	lamps, err := n["a"].mon.Lamps(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(lamps) != 2 {
-		t.Fatalf("got %d lamps, want 2: %+v", len(lamps), lamps)
-	}
-	l := lamps[0]
-	if l.Extension != "1001" || l.Stasis != "Stasis:1001" || l.Aggregate != RingInUse ||
-		l.Servers["a"] != InUse || l.Servers["b"] != Ringing {
-		t.Fatalf("lamp 1001 = %+v", l)
-	}
-	var sb strings.Builder
-	if err := WriteHints(&sb, lamps); err != nil {
-		t.Fatal(err)
-	}
-	want := "exten => 1001,hint,PJSIP/1001&Stasis:1001\nexten => 1002,hint,PJSIP/1002&Stasis:1002\n"
-	if sb.String() != want {
-		t.Fatalf("hints:\n%s\nwant:\n%s", sb.String(), want)
-	}
-	sb.Reset()
-	if err := WriteLamps(&sb, lamps); err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(sb.String()), "\n")
-	if len(lines) != 3 || !strings.Contains(lines[0], "EXTENSION") || !strings.Contains(lines[0], "AGGREGATE") ||
-		strings.Join(strings.Fields(lines[1]), " ") != "1001 PJSIP/1001 INUSE RINGING RINGINUSE" ||
-		strings.Join(strings.Fields(lines[2]), " ") != "1002 PJSIP/1002 - NOT_INUSE NOT_INUSE" {
-		t.Fatalf("lamps table:\n%s", sb.String())
-	}
-	_ = store
+	forStores(t, func(t *testing.T, open func() Store) {
+		_, n := clusterOn(t, open, "a", "b")
+		n["a"].ari.Emit("PJSIP/1001", InUse)
+		n["b"].ari.Emit("PJSIP/1001", Ringing)
+		n["b"].ari.Emit("PJSIP/1002", NotInUse)
+		waitStasis(t, n["a"], "Stasis:1002", NotInUse)
+		waitStasis(t, n["b"], "Stasis:1001", InUse)
+		lamps, err := n["a"].mon.Lamps(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(lamps) != 2 {
+			t.Fatalf("got %d lamps, want 2: %+v", len(lamps), lamps)
+		}
+		l := lamps[0]
+		if l.Extension != "1001" || l.Stasis != "Stasis:1001" || l.Aggregate != RingInUse ||
+			l.Servers["a"] != InUse || l.Servers["b"] != Ringing {
+			t.Fatalf("lamp 1001 = %+v", l)
+		}
+		var sb strings.Builder
+		if err := WriteHints(&sb, lamps); err != nil {
+			t.Fatal(err)
+		}
+		want := "exten => 1001,hint,PJSIP/1001&Stasis:1001\nexten => 1002,hint,PJSIP/1002&Stasis:1002\n"
+		if sb.String() != want {
+			t.Fatalf("hints:\n%s\nwant:\n%s", sb.String(), want)
+		}
+		sb.Reset()
+		if err := WriteLamps(&sb, lamps); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(sb.String()), "\n")
+		if len(lines) != 3 || !strings.Contains(lines[0], "EXTENSION") || !strings.Contains(lines[0], "AGGREGATE") ||
+			strings.Join(strings.Fields(lines[1]), " ") != "1001 PJSIP/1001 INUSE RINGING RINGINUSE" ||
+			strings.Join(strings.Fields(lines[2]), " ") != "1002 PJSIP/1002 - NOT_INUSE NOT_INUSE" {
+			t.Fatalf("lamps table:\n%s", sb.String())
+		}
+	})
 }
 
 func TestHealthReportsARIStatus(t *testing.T) {
@@ -364,4 +385,23 @@ func TestNewRejectsMissingDeps(t *testing.T) {
 			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
 		}
 	}
+}
+
+// TestServerBackAfterLapseCountsAgain: while a server is dead the store
+// hides its states, so a reload then forgets them; when it beats again its
+// states must be read again.
+func TestServerBackAfterLapseCountsAgain(t *testing.T) {
+	store, n := cluster(t, "a", "b", "c")
+	a, b, c := n["a"], n["b"], n["c"]
+	a.ari.Emit("PJSIP/1001", InUse)
+	waitStasis(t, b, "Stasis:1001", InUse)
+	a.stop() // a's states stay in the store, its heartbeat lapses
+	waitStasis(t, b, "Stasis:1001", Unavailable)
+	store.resync() // b re-reads everything while a is dead: a's states are hidden
+	c.ari.Emit("PJSIP/2000", NotInUse)
+	waitStasis(t, b, "Stasis:2000", NotInUse)                                       // the feed is in order: b has reloaded
+	if err := store.Heartbeat(context.Background(), "a", time.Minute); err != nil { // a is back
+		t.Fatal(err)
+	}
+	waitStasis(t, b, "Stasis:1001", InUse)
 }

@@ -131,13 +131,6 @@ func (s *memStore) Servers(ctx context.Context) (map[string]time.Time, error) {
 	return m, nil
 }
 
-// get returns a stored state ("" if none).
-func (s *memStore) get(server, device string) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.states[source{server, device}].State
-}
-
 // fakeAMI answers DeviceStateList from a settable list and lets tests
 // signal a (re)login.
 type fakeAMI struct {

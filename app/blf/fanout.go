@@ -55,7 +55,9 @@ func (m *Monitor) fanout(ctx context.Context) {
 			m.apply(ctx, f, ev, time.Now())
 		case <-beat.C:
 			if m.pollLive(ctx, f) {
-				m.recomputeAll(f)
+				// The store hides a dead server's states: one that is back
+				// (or late with its first beat) must be read again.
+				m.reload(ctx, f)
 			}
 		case <-m.rewrite:
 			rewritePending = !m.rewriteAll(ctx, f)
@@ -128,7 +130,7 @@ func (m *Monitor) apply(ctx context.Context, f *fan, ev state.DeviceEvent, at ti
 			// A server we think dead (or have not seen yet) publishes: re-read
 			// the live servers now rather than at the next beat.
 			if m.pollLive(ctx, f) {
-				m.recomputeAll(f)
+				m.reload(ctx, f)
 				return
 			}
 		}

@@ -27,20 +27,47 @@ func dialHTTP(t testing.TB) func(*node) {
 	}
 }
 
-// emit raises a device state change on the node's Asterisk.
-func (n *node) emit(device, state string) {
-	if n.srv != nil {
-		n.srv.Send(device, state)
-		return
-	}
-	n.ari.Emit(device, state)
+// asterisk is the test's handle on a node's Asterisk, whatever serves ARI.
+type asterisk interface {
+	raise(device, state string)    // a device changes state
+	stasis(name string) string     // a Stasis: state as Asterisk has it
+	seed(states map[string]string) // Stasis: states already in astdb (no events)
 }
 
-func (n *node) stasis(name string) string {
-	if n.srv != nil {
-		return n.srv.Stasis(name)
+type fakeAsterisk struct{ f *aritest.Fake }
+
+func (a fakeAsterisk) raise(device, state string) { a.f.Emit(device, state) }
+func (a fakeAsterisk) stasis(name string) string  { return a.f.Stasis(name) }
+func (a fakeAsterisk) seed(states map[string]string) {
+	for k, v := range states {
+		a.f.SetStasisState(context.Background(), k, v)
 	}
-	return n.ari.Stasis(name)
+}
+
+type serverAsterisk struct{ s *aritest.Server }
+
+func (a serverAsterisk) raise(device, state string) { a.s.Send(device, state) }
+func (a serverAsterisk) stasis(name string) string  { return a.s.Stasis(name) }
+func (a serverAsterisk) seed(states map[string]string) {
+	for k, v := range states {
+		a.s.SetStasis(k, v)
+	}
+}
+
+// emit raises a device state change on the node's Asterisk.
+func (n *node) emit(device, state string) { n.ast().raise(device, state) }
+
+func (n *node) stasis(name string) string { return n.ast().stasis(name) }
+
+func (n *node) ast() asterisk {
+	switch {
+	case n.asterisk != nil:
+		return n.asterisk
+	case n.srv != nil:
+		return serverAsterisk{n.srv}
+	default:
+		return fakeAsterisk{n.ari}
+	}
 }
 
 func waitHTTPStasis(t *testing.T, n *node, name, want string) {

@@ -173,3 +173,19 @@ func putCause(err error) string {
 func errUnmapped(device, re string) error {
 	return fmt.Errorf("blf: device %q does not match devices %q", device, re)
 }
+
+// settled reports whether at least n names are desired and Asterisk has
+// all of them (tests and benchmarks wait on it).
+func (w *writer) settled(n int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.desired) < n {
+		return false
+	}
+	for name, d := range w.desired {
+		if w.queued[name] || w.inflight[name] || w.written[name] != d.state {
+			return false
+		}
+	}
+	return true
+}

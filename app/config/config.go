@@ -179,6 +179,9 @@ func (c *Config) derive() {
 	if c.Server.HeartbeatTTL > 0 {
 		c.Finder.HeartbeatTTL = c.Server.HeartbeatTTL
 		c.BLF.HeartbeatTTL = c.Server.HeartbeatTTL
+		if c.BLF.HeartbeatInterval >= c.Server.HeartbeatTTL {
+			c.BLF.HeartbeatInterval = c.Server.HeartbeatTTL / 3
+		}
 	}
 	// The cluster's own servers are never banned.
 	c.Intrusion.NeverBan = append(c.Intrusion.NeverBan, c.ClusterPrefixes()...)

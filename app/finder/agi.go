@@ -66,7 +66,7 @@ func NewAGIServer(cfg Config, deps AGIDeps) (*AGIServer, error) {
 		return nil, err
 	}
 	s := &AGIServer{
-		c: &compiled{cfg: cfg, tmpl: tmpl}, deps: deps, log: deps.Log.With("job", "finder"), m: m,
+		c: &compiled{cfg: cfg, tmpl: tmpl}, deps: deps, log: deps.Log, m: m,
 		sem: make(chan struct{}, cfg.MaxSessions), conns: map[net.Conn]struct{}{},
 	}
 	s.locate = deps.Store.LookupAOR
@@ -163,7 +163,8 @@ func (s *AGIServer) refreshLoop(ctx context.Context) {
 	t := time.NewTicker(s.c.cfg.IndexRefresh)
 	defer t.Stop()
 	for {
-		rctx, cancel := context.WithTimeout(ctx, max(s.c.cfg.IndexRefresh, s.c.cfg.StoreTimeout))
+		// A full reload of 100,000 registrations takes seconds on a busy host.
+		rctx, cancel := context.WithTimeout(ctx, max(s.c.cfg.IndexRefresh, s.c.cfg.StoreTimeout, 30*time.Second))
 		err := s.idx.refresh(rctx)
 		cancel()
 		switch {

@@ -39,8 +39,17 @@ func (r *agiRig) seed(server, aor, contact string) {
 
 func newAGIRig(t *testing.T, cfg Config) *agiRig {
 	t.Helper()
-	r := &agiRig{store: newMemStore()}
-	srv, err := NewAGIServer(cfg, AGIDeps{Store: r.store})
+	st := newMemStore()
+	r := newAGIRigWith(t, cfg, st)
+	r.store = st
+	return r
+}
+
+// newAGIRigWith serves dialLocal for st on a free loopback port.
+func newAGIRigWith(t *testing.T, cfg Config, st state.Registrations) *agiRig {
+	t.Helper()
+	r := &agiRig{}
+	srv, err := NewAGIServer(cfg, AGIDeps{Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +92,8 @@ func call(t *testing.T, addr string, env []byte) agiReply {
 func TestDialLocal(t *testing.T) {
 	for _, indexed := range []bool{false, true} {
 		cfg := testConfig()
-		if !indexed {
-			cfg.IndexRefresh = 0
+		if indexed {
+			cfg.IndexRefresh = 2 * time.Second
 		}
 		r := newAGIRig(t, cfg)
 		r.seed("aim-a", "1001", "sip:1001@127.0.0.1:5070")
@@ -196,8 +205,8 @@ func TestDialLocalIgnoresExpiredDeadAndUnsafe(t *testing.T) {
 func TestDialLocalStoreDown(t *testing.T) {
 	for _, indexed := range []bool{false, true} {
 		cfg := testConfig()
-		if !indexed {
-			cfg.IndexRefresh = 0
+		if indexed {
+			cfg.IndexRefresh = 2 * time.Second
 		}
 		r := newAGIRig(t, cfg)
 		r.store.setFail(errDown)

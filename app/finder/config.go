@@ -61,9 +61,11 @@ type Config struct {
 	// are closed at once, so Asterisk's AGISTATUS is FAILURE and the sample
 	// dialplan falls back to a local Dial.
 	MaxSessions int `yaml:"max_sessions"`
-	// IndexRefresh is how often the in-memory registration index is reloaded
-	// from the store. Lookups that miss the index ask the store directly.
-	// 0 disables the index: every dialLocal asks the store.
+	// IndexRefresh, when positive, keeps an in-memory copy of every
+	// registration, reloaded whole from the store this often, so that a hit
+	// costs no store round trip (a miss still asks the store). A hit can be
+	// this old: a phone that moved is dialed where it was. 0 (default): every
+	// dialLocal asks the store, one round trip, always current.
 	IndexRefresh time.Duration `yaml:"index_refresh"`
 }
 
@@ -84,7 +86,7 @@ func DefaultConfig() Config {
 		SessionTimeout:      5 * time.Second,
 		LookupTimeout:       500 * time.Millisecond,
 		MaxSessions:         4096,
-		IndexRefresh:        2 * time.Second,
+		IndexRefresh:        0,
 	}
 }
 

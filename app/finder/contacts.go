@@ -76,6 +76,9 @@ func (t *Tracker) parseContactList(m *ami.Message, now time.Time) (state.Registr
 	default:
 		r.Expires = time.Unix(exp, 0).Add(t.cfg.ExpiryGrace)
 	}
+	if r.Validate() != nil { // e.g. a NUL byte: no store could key on it
+		return state.Registration{}, contactMalformed
+	}
 	return r, contactKept
 }
 

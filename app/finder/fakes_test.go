@@ -23,7 +23,9 @@ type memStore struct {
 	beats    map[string]time.Time                         // server -> alive until
 	fail     error                                        // injected for every call
 	replaces int
+	puts     int
 	lookups  int
+	byAOR    map[string][]state.Registration // lazily rebuilt after writes
 }
 
 func newMemStore() *memStore {
@@ -39,14 +41,18 @@ func (s *memStore) beating(server string) bool {
 
 func (s *memStore) replaceCount() int { s.mu.Lock(); defer s.mu.Unlock(); return s.replaces }
 
+func (s *memStore) putCount() int { s.mu.Lock(); defer s.mu.Unlock(); return s.puts }
+
 func (s *memStore) setFail(err error) { s.mu.Lock(); s.fail = err; s.mu.Unlock() }
 
 func (s *memStore) PutRegistration(_ context.Context, r state.Registration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.byAOR = nil
 	if s.fail != nil {
 		return s.fail
 	}
+	s.puts++
 	if s.regs[r.Server] == nil {
 		s.regs[r.Server] = map[contactKey]state.Registration{}
 	}
@@ -57,6 +63,7 @@ func (s *memStore) PutRegistration(_ context.Context, r state.Registration) erro
 func (s *memStore) DeleteRegistration(_ context.Context, server, aor, contact string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.byAOR = nil
 	if s.fail != nil {
 		return s.fail
 	}
@@ -67,6 +74,7 @@ func (s *memStore) DeleteRegistration(_ context.Context, server, aor, contact st
 func (s *memStore) ReplaceRegistrations(_ context.Context, server string, regs []state.Registration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.byAOR = nil
 	if s.fail != nil {
 		return s.fail
 	}
@@ -105,9 +113,18 @@ func (s *memStore) LookupAOR(_ context.Context, aor string) ([]state.Registratio
 	if s.fail != nil {
 		return nil, s.fail
 	}
+	if s.byAOR == nil {
+		s.byAOR = map[string][]state.Registration{}
+		for _, m := range s.regs {
+			for _, r := range m {
+				s.byAOR[r.AOR] = append(s.byAOR[r.AOR], r)
+			}
+		}
+	}
+	now := s.now()
 	var out []state.Registration
-	for _, r := range s.live(s.now()) {
-		if r.AOR == aor {
+	for _, r := range s.byAOR[aor] {
+		if r.Expires.After(now) && s.beats[r.Server].After(now) {
 			out = append(out, r)
 		}
 	}
@@ -181,6 +198,12 @@ func (f *fakeAMI) on(action string, r func() (ami.Message, []ami.Message, error)
 	f.mu.Unlock()
 }
 
+func (f *fakeAMI) handler(action string) func() (ami.Message, []ami.Message, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reply[action]
+}
+
 func (f *fakeAMI) Subscribe(buf int) (<-chan ami.Message, func()) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -195,6 +218,17 @@ func (f *fakeAMI) send(m ami.Message) {
 	for _, ch := range f.subs {
 		ch <- m
 	}
+}
+
+// pending is how many sent events the subscriber has not taken yet.
+func (f *fakeAMI) pending() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, ch := range f.subs {
+		n += len(ch)
+	}
+	return n
 }
 
 func (f *fakeAMI) subscribed() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.subs) > 0 }
@@ -257,4 +291,9 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+func testReg(server, aor string, expires time.Time) state.Registration {
+	return state.Registration{Server: server, ServerAddr: "10.0.0.2:5060", Endpoint: aor, AOR: aor,
+		Contact: "sip:" + aor + "@192.0.2.1:5060", Expires: expires, Updated: expires.Add(-time.Hour)}
 }

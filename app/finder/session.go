@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/zaf/agi"
@@ -23,6 +24,25 @@ const (
 	scriptName  = "dialLocal"
 )
 
+// sessionBufs are one session's buffers, pooled: a session is short and
+// these are most of what it allocates.
+type sessionBufs struct {
+	conn      *bufio.Reader // the connection, bounded line length
+	zaf       *bufio.Reader // zaf/agi's view: environment bytes, then conn
+	w         *bufio.Writer
+	env       []byte
+	envReader bytes.Reader
+}
+
+var sessionPool = sync.Pool{New: func() any {
+	return &sessionBufs{
+		conn: bufio.NewReaderSize(nil, maxLineLen),
+		zaf:  bufio.NewReaderSize(nil, 1024),
+		w:    bufio.NewWriterSize(nil, 512),
+		env:  make([]byte, 0, 2048),
+	}
+}}
+
 // errEnv is a malformed but complete environment: the peer waits for
 // commands, so it gets a reasoned ERROR reply.
 type errEnv struct{ msg string }
@@ -33,7 +53,12 @@ func (e *errEnv) Error() string { return e.msg }
 // and line length (zaf/agi's reader is not), and returns its raw bytes for
 // zaf/agi to parse.
 func readEnv(br *bufio.Reader) ([]byte, error) {
-	var raw bytes.Buffer
+	return readEnvInto(br, nil)
+}
+
+// readEnvInto is readEnv appending to buf (pooled by the server).
+func readEnvInto(br *bufio.Reader, buf []byte) ([]byte, error) {
+	raw := bytes.NewBuffer(buf[:0])
 	var bad error
 	for n := 0; ; n++ {
 		line, err := br.ReadSlice('\n')
@@ -101,10 +126,18 @@ func (s *AGIServer) session(ctx context.Context, conn net.Conn) {
 		s.m.seconds.Observe(s.deps.Now().Sub(start).Seconds())
 	}()
 	_ = conn.SetDeadline(time.Now().Add(s.c.cfg.SessionTimeout))
-	br := bufio.NewReaderSize(conn, maxLineLen)
-	bw := bufio.NewWriterSize(conn, 512)
+	bufs := sessionPool.Get().(*sessionBufs)
+	defer sessionPool.Put(bufs)
+	br, bw := bufs.conn, bufs.w
+	br.Reset(conn)
+	bw.Reset(conn)
+	defer br.Reset(nil) // drop conn references before pooling
+	defer bw.Reset(nil)
 
-	raw, err := readEnv(br)
+	raw, err := readEnvInto(br, bufs.env)
+	if cap(raw) <= 8192 {
+		bufs.env = raw[:0]
+	}
 	var ee *errEnv
 	switch {
 	case errors.As(err, &ee):
@@ -116,7 +149,10 @@ func (s *AGIServer) session(ctx context.Context, conn net.Conn) {
 		return
 	}
 	sess := agi.New()
-	if err := sess.Init(bufio.NewReadWriter(bufio.NewReader(io.MultiReader(bytes.NewReader(raw), br)), bw)); err != nil {
+	bufs.envReader.Reset(raw)
+	bufs.zaf.Reset(io.MultiReader(&bufs.envReader, br))
+	defer bufs.zaf.Reset(nil)
+	if err := sess.Init(bufio.NewReadWriter(bufs.zaf, bw)); err != nil {
 		status = StatusError
 		s.rawError(br, bw, "bad AGI environment: "+err.Error())
 		return
@@ -145,7 +181,7 @@ func (s *AGIServer) resolve(ctx context.Context, env map[string]string) (dial, s
 	if err != nil {
 		return "", StatusInvalid, err.Error()
 	}
-	if s.c.tmpl.usesAcct && !s.c.accountKnown(req.account) {
+	if !s.c.accountKnown(req.account) {
 		return "", StatusUnknownAccount, "unknown account " + quoteSafe(req.account)
 	}
 	name := s.c.tmpl.name(req.account, req.exten)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -39,8 +40,11 @@ type Tracker struct {
 	m    *trackerMetrics
 
 	// Owned by the Run goroutine.
-	known map[contactKey]state.Registration
-	dirty bool // a store write failed: push everything at the next beat
+	known  map[contactKey]state.Registration
+	stored map[contactKey]state.Registration // what our writes left in the store; nil: unknown
+	dirty  bool                              // a store write failed: replace everything at the next beat
+	down   time.Time                         // when Asterisk stopped answering AMI Ping; zero while it answers
+	gone   bool                              // registrations withdrawn after a long AMI outage
 
 	ready atomic.Bool
 }
@@ -70,7 +74,7 @@ func NewTracker(cfg Config, deps TrackerDeps) (*Tracker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Tracker{cfg: cfg, deps: deps, log: deps.Log.With("job", "finder"), m: m,
+	return &Tracker{cfg: cfg, deps: deps, log: deps.Log, m: m,
 		known: map[contactKey]state.Registration{}}, nil
 }
 
@@ -103,7 +107,7 @@ func (t *Tracker) Run(ctx context.Context) error {
 		resync.Reset(d)
 		resyncArmed = true
 	}
-	t.heartbeat(ctx)
+	t.heartbeat(ctx) // the first resync is armed already
 	for {
 		select {
 		case <-ctx.Done():
@@ -134,7 +138,9 @@ func (t *Tracker) Run(ctx context.Context) error {
 		case <-periodic.C:
 			arm(0)
 		case <-beat.C:
-			t.heartbeat(ctx)
+			if t.heartbeat(ctx) {
+				arm(0)
+			}
 		}
 	}
 }
@@ -143,6 +149,9 @@ func (t *Tracker) Run(ctx context.Context) error {
 // resync should follow to learn the new contact's expiry and user agent.
 func (t *Tracker) handleContactStatus(ctx context.Context, m *ami.Message) bool {
 	c, ok := parseContactStatus(m)
+	if ok && (state.Registration{Server: t.cfg.Server, AOR: c.key.aor, Contact: c.key.uri, Expires: time.Unix(1, 0)}).Validate() != nil {
+		ok = false
+	}
 	if !ok {
 		t.m.events.WithLabelValues("malformed").Inc()
 		return false
@@ -151,9 +160,11 @@ func (t *Tracker) handleContactStatus(ctx context.Context, m *ami.Message) bool 
 	if c.status == "Removed" {
 		delete(t.known, c.key)
 		t.m.local.Set(float64(len(t.known)))
-		t.write(ctx, "delete", func(ctx context.Context) error {
+		if t.write(ctx, "delete", func(ctx context.Context) error {
 			return t.deps.Store.DeleteRegistration(ctx, t.cfg.Server, c.key.aor, c.key.uri)
-		})
+		}) && t.stored != nil {
+			delete(t.stored, c.key)
+		}
 		return false
 	}
 	if _, ok := t.known[c.key]; ok {
@@ -167,7 +178,9 @@ func (t *Tracker) handleContactStatus(ctx context.Context, m *ami.Message) bool 
 	}
 	t.known[c.key] = r
 	t.m.local.Set(float64(len(t.known)))
-	t.write(ctx, "put", func(ctx context.Context) error { return t.deps.Store.PutRegistration(ctx, r) })
+	if t.write(ctx, "put", func(ctx context.Context) error { return t.deps.Store.PutRegistration(ctx, r) }) && t.stored != nil {
+		t.stored[c.key] = r
+	}
 	return true
 }
 
@@ -215,7 +228,7 @@ func (t *Tracker) resync(ctx context.Context) error {
 	if n := counts[contactMalformed]; n > 0 {
 		t.log.Warn("finder: skipped malformed ContactList items", "count", n)
 	}
-	if err := t.pushAll(ctx); err != nil {
+	if err := t.sync(ctx); err != nil {
 		t.m.resyncs.WithLabelValues("store_error").Inc()
 		return err
 	}
@@ -245,7 +258,49 @@ func (t *Tracker) showContacts(ctx context.Context) ([]ami.Message, error) {
 	return list, nil
 }
 
-// pushAll writes the whole local view to the store.
+// sync brings the store in line with t.known. Right after start, or after
+// a failed write, the store's content is unknown: one ReplaceRegistrations.
+// Otherwise only the difference is written: new, removed and changed
+// contacts, and refreshed expiries only once the stored one comes within two
+// resync intervals, so a server with thousands of phones does not rewrite
+// them all every resync.
+func (t *Tracker) sync(ctx context.Context) error {
+	if t.dirty || t.stored == nil {
+		return t.pushAll(ctx)
+	}
+	now := t.deps.Now()
+	for k := range t.stored {
+		if _, ok := t.known[k]; ok {
+			continue
+		}
+		if !t.write(ctx, "delete", func(ctx context.Context) error {
+			return t.deps.Store.DeleteRegistration(ctx, t.cfg.Server, k.aor, k.uri)
+		}) {
+			return errors.New("finder: store write failed during resync")
+		}
+		delete(t.stored, k)
+	}
+	for k, r := range t.known {
+		if old, ok := t.stored[k]; ok && !t.needsWrite(old, r, now) {
+			continue
+		}
+		if !t.write(ctx, "put", func(ctx context.Context) error { return t.deps.Store.PutRegistration(ctx, r) }) {
+			return errors.New("finder: store write failed during resync")
+		}
+		t.stored[k] = r
+	}
+	return nil
+}
+
+// needsWrite reports whether the stored copy old of r must be rewritten.
+func (t *Tracker) needsWrite(old, r state.Registration, now time.Time) bool {
+	if old.Endpoint != r.Endpoint || old.UserAgent != r.UserAgent || old.Source != r.Source || old.ServerAddr != r.ServerAddr {
+		return true
+	}
+	return r.Expires.Before(old.Expires) || old.Expires.Sub(now) < 2*t.cfg.ResyncInterval
+}
+
+// pushAll makes the local view the whole truth for this server in the store.
 func (t *Tracker) pushAll(ctx context.Context) error {
 	regs := make([]state.Registration, 0, len(t.known))
 	for _, r := range t.known {
@@ -259,24 +314,55 @@ func (t *Tracker) pushAll(ctx context.Context) error {
 		return fmt.Errorf("finder: replace registrations: %w", err)
 	}
 	t.dirty = false
+	t.stored = maps.Clone(t.known)
 	return nil
 }
 
 // write runs one store write with a timeout; a failure marks the view dirty
-// so the next heartbeat pushes everything again.
-func (t *Tracker) write(ctx context.Context, op string, f func(context.Context) error) {
+// so the next heartbeat replaces everything.
+func (t *Tracker) write(ctx context.Context, op string, f func(context.Context) error) bool {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.StoreTimeout)
 	defer cancel()
 	if err := f(ctx); err != nil {
 		t.dirty = true
 		t.m.storeErrors.Inc()
 		t.log.Warn("finder: store write failed; will push all contacts again", "op", op, "err", err)
+		return false
 	}
+	return true
+}
+
+// withdrawIfLongDown removes this server's registrations once Asterisk has
+// not answered for HeartbeatTTL. Another job (Busy Lamp Monitor) may keep
+// the server's heartbeat alive while only Asterisk is gone; its phones must
+// still stop being locations in bounded time.
+func (t *Tracker) withdrawIfLongDown(ctx context.Context) {
+	now := t.deps.Now()
+	if t.down.IsZero() {
+		t.down = now
+		return
+	}
+	if t.gone || now.Sub(t.down) < t.cfg.HeartbeatTTL {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, t.cfg.StoreTimeout)
+	defer cancel()
+	if err := t.deps.Store.ReplaceRegistrations(sctx, t.cfg.Server, nil); err != nil {
+		t.m.storeErrors.Inc()
+		t.log.Warn("finder: could not withdraw registrations of unreachable Asterisk", "err", err)
+		return
+	}
+	t.gone = true
+	t.stored = nil // the next resync replaces everything
+	t.log.Warn("finder: Asterisk unreachable; its registrations are withdrawn until it answers again",
+		"down_for", now.Sub(t.down).Truncate(time.Second))
 }
 
 // heartbeat marks this server alive while its Asterisk answers AMI: a server
 // whose Asterisk (or agent) is gone stops being a location after HeartbeatTTL.
-func (t *Tracker) heartbeat(ctx context.Context) {
+// It reports whether a resync should run now (Asterisk answers again after
+// its registrations were withdrawn).
+func (t *Tracker) heartbeat(ctx context.Context) (resync bool) {
 	pctx, cancel := context.WithTimeout(ctx, t.cfg.HeartbeatTTL/3)
 	defer cancel()
 	resp, _, err := t.deps.AMI.Action(pctx, ami.Message{Fields: []ami.Field{{Key: "Action", Value: "Ping"}}})
@@ -286,14 +372,21 @@ func (t *Tracker) heartbeat(ctx context.Context) {
 	if err != nil {
 		t.m.heartbeats.WithLabelValues("ami_down").Inc()
 		t.log.Debug("finder: no heartbeat, Asterisk does not answer", "err", err)
-		return
+		t.withdrawIfLongDown(ctx)
+		return false
+	}
+	t.down = time.Time{}
+	if t.gone {
+		// Asterisk is back: a resync puts its contacts back.
+		t.gone = false
+		resync = true
 	}
 	sctx, cancel2 := context.WithTimeout(ctx, t.cfg.StoreTimeout)
 	defer cancel2()
 	if err := t.deps.Store.Heartbeat(sctx, t.cfg.Server, t.cfg.HeartbeatTTL); err != nil {
 		t.m.heartbeats.WithLabelValues("store_error").Inc()
 		t.log.Warn("finder: heartbeat failed", "err", err)
-		return
+		return resync
 	}
 	t.m.heartbeats.WithLabelValues("ok").Inc()
 	if t.dirty && t.ready.Load() {
@@ -301,4 +394,5 @@ func (t *Tracker) heartbeat(ctx context.Context) {
 			t.log.Warn("finder: store still failing", "err", err)
 		}
 	}
+	return resync
 }

@@ -283,3 +283,48 @@ func replaceField(block, old, new string) string {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestTrackerWritesOnlyDifferences: after the first full replace, a resync
+// writes only what changed, and a refreshed expiry only when the stored one
+// comes near.
+func TestTrackerWritesOnlyDifferences(t *testing.T) {
+	var list atomic.Value
+	list.Store([]string{contactList1001, contactList1002})
+	r := newTrackerRig(t, testConfig(), func() (ami.Message, []ami.Message, error) {
+		return listOf(list.Load().([]string)...)()
+	})
+	waitFor(t, "ready", func() bool { return r.tr.Ready() == nil })
+	resync := func() {
+		n := r.ami.count("PJSIPShowContacts")
+		r.ami.send(msg("Event", ami.EventConnected))
+		waitFor(t, "resync", func() bool { return r.ami.count("PJSIPShowContacts") > n })
+		// The resync is done once the next event is handled: Ping is not, so
+		// use a no-op event and wait for the queue to drain.
+		r.ami.send(msg("Event", "Noop"))
+		waitFor(t, "drained", func() bool { return r.ami.pending() == 0 })
+	}
+	if r.store.replaceCount() != 1 || r.store.putCount() != 0 {
+		t.Fatalf("first sync: %d replaces, %d puts", r.store.replaceCount(), r.store.putCount())
+	}
+	resync()
+	waitFor(t, "no writes for an unchanged list", func() bool { return r.store.putCount() == 0 })
+
+	// 1002 goes, 1001 changes its user agent (and the phone refreshed: a later expiry).
+	changed := replaceField(replaceField(contactList1001, "sipprobe/0.1", "sipprobe/0.2"), "ExpirationTime: 1795609363", "ExpirationTime: 1795609400")
+	list.Store([]string{changed})
+	resync()
+	waitFor(t, "diff written", func() bool { return len(r.store.contacts("aim-a")) == 1 && r.store.putCount() == 1 })
+	if got := r.store.contacts("aim-a")[0]; !strings.HasSuffix(got, "sipprobe/0.2") || r.store.replaceCount() != 1 {
+		t.Fatalf("stored %q after %d replaces", got, r.store.replaceCount())
+	}
+
+	// A refresh alone is written only once the stored expiry comes within two resync intervals.
+	list.Store([]string{replaceField(changed, "ExpirationTime: 1795609400", "ExpirationTime: 1795609700")})
+	resync()
+	if r.store.putCount() != 1 {
+		t.Fatalf("far expiry rewritten: %d puts", r.store.putCount())
+	}
+	r.now.Store(1795609400 + int64(testConfig().ExpiryGrace/time.Second) - 60)
+	resync()
+	waitFor(t, "near expiry refreshed", func() bool { return r.store.putCount() == 2 })
+}

@@ -271,3 +271,90 @@ func TestCallDeviceStates(t *testing.T) {
 		t.Error("SetDeviceState accepted an unknown state")
 	}
 }
+
+func TestStaleNonce(t *testing.T) {
+	cfg := testConfig(t)
+	s, clk := startSimClock(t, cfg)
+	p := phone(t, s, "1001", "pw1001", "127.0.0.1:0", "udp")
+	ctx := context.Background()
+	r, err := p.Do(ctx, p.Request(300, ""))
+	if err != nil || r.Status != 401 {
+		t.Fatalf("challenge: %v %v", r, err)
+	}
+	auth, err := p.Authorization(r.Get("WWW-Authenticate"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(40 * time.Second) // past res_pjsip's 32 s nonce lifetime
+	r, err = p.Do(ctx, p.Request(300, auth))
+	if err != nil || r.Status != 401 || !strings.Contains(r.Get("WWW-Authenticate"), ",stale=true,") {
+		t.Fatalf("stale nonce: %v %v", r, err)
+	}
+	if len(s.Contacts()) != 0 {
+		t.Error("registered with a stale nonce")
+	}
+	// A nonce forged for another source is refused outright.
+	forged := strings.Replace(auth, "nonce=\"", "nonce=\"1", 1)
+	if r, err = p.Do(ctx, p.Request(300, forged)); err != nil || r.Status != 401 || strings.Contains(r.Get("WWW-Authenticate"), "stale") {
+		t.Fatalf("forged nonce: %v %v", r, err)
+	}
+	if r, err = p.Register(ctx); err != nil || r.Status != 200 {
+		t.Fatalf("fresh register: %v %v", r, err)
+	}
+}
+
+// TestQualify follows qualify-supplement: with qualify on, an answering
+// phone goes NonQualified -> Reachable; a silent one goes Unreachable
+// (device UNAVAILABLE) and comes back when it answers again.
+func TestQualify(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.QualifyFrequency = 50 * time.Millisecond
+	cfg.QualifyTimeout = 100 * time.Millisecond
+	cfg.PlainHints = true
+	s := startSim(t, cfg)
+	a := listenerLogin(t, s)
+	ctx := context.Background()
+	p := phone(t, s, "1002", "pw1002", "127.0.0.1:0", "udp")
+	if r, err := p.Register(ctx); err != nil || r.Status != 200 {
+		t.Fatalf("register: %v %v", r, err)
+	}
+	if err := p.Listen(ctx, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	a.waitContains(t, "ContactStatus: Reachable", 1)
+	a.waitContains(t, "State: NOT_INUSE", 1)
+	if st := s.DeviceState("PJSIP/1002"); st != "NOT_INUSE" {
+		t.Errorf("PJSIP/1002 = %s while reachable", st)
+	}
+	// Stop answering.
+	a.waitContains(t, "ContactStatus: Unreachable", 1)
+	a.waitContains(t, "State: UNAVAILABLE", 1)
+	if err := p.Listen(ctx, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	a.waitContains(t, "ContactStatus: Reachable", 2)
+	if st := s.DeviceState("PJSIP/1002"); st != "NOT_INUSE" {
+		t.Errorf("PJSIP/1002 = %s after answering again", st)
+	}
+	// The sequence of kinds matches the capture's (without its timings).
+	kinds := func(stream string) string {
+		var out []string
+		for _, m := range messages(stream) {
+			for _, k := range []string{"PeerStatus: ", "ContactStatus: ", "State: "} {
+				if i := strings.Index(m, k); i >= 0 {
+					out = append(out, strings.SplitN(m[i:], "\r", 2)[0])
+				}
+			}
+		}
+		return strings.Join(out, " | ")
+	}
+	capture := readTranscript(t, "qualify-supplement/ami-raw.txt")
+	// The capture's third registration: register, reachable, unreachable, reachable again.
+	start := strings.Index(capture, "EventTV: 2026-11-25T11:28:54.417")
+	end := strings.Index(capture, "EventTV: 2026-11-25T11:29:17.422")
+	want := kinds(capture[start:end])
+	got := kinds(a.text())
+	if !strings.Contains(got, want) {
+		t.Errorf("qualify sequence\n got %s\nwant %s", got, want)
+	}
+}

@@ -30,6 +30,7 @@ type Config struct {
 	Context  string            // dialplan context of the hints, default "default"
 
 	SecurityLogPath string // the logger.conf "security => security" file; "" disables it
+	MessagesLogPath string // the "messages" log (only the NOTICE lines of failed logins); "" disables it
 	StateDir        string // where Stasis: device states persist (like astdb); "" keeps them in memory only
 
 	// AuthFailDelay is how long a failed AMI login waits before its reply
@@ -46,6 +47,10 @@ type Config struct {
 	DefaultExpires, MinExpires, MaxExpires int
 	// ExpiryCheck is how often expired contacts are pruned (default 1 s).
 	ExpiryCheck time.Duration
+	// QualifyFrequency makes every AOR qualify its contact with OPTIONS this
+	// often (pjsip qualify_frequency); 0 leaves contacts NonQualified, as in
+	// the captures. QualifyTimeout is qualify_timeout (default 3 s).
+	QualifyFrequency, QualifyTimeout time.Duration
 }
 
 func (c *Config) applyDefaults() {
@@ -75,6 +80,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.ExpiryCheck <= 0 {
 		c.ExpiryCheck = time.Second
+	}
+	if c.QualifyTimeout <= 0 {
+		c.QualifyTimeout = 3 * time.Second
 	}
 }
 

@@ -8,27 +8,43 @@ import (
 	"time"
 )
 
-// AGIRequest asks the simulated dialplan to run AGI(agi://Addr/Script,Args...).
+// AGIRequest asks the simulated dialplan to run AGI(). Either AppData holds
+// the application's argument string as in extensions.conf
+// ("agi://127.0.0.1:4573/dialLocal,1001,25,TtWw,1001", or the seed's
+// "agi://127.0.0.1:4573,dialLocal,1001"), or Addr/Script/Args build it.
 type AGIRequest struct {
-	Addr    string   `json:"addr"`    // FastAGI server host:port
-	Script  string   `json:"script"`  // agi_network_script; "" sends none (command as first argument)
-	Args    []string `json:"args"`    // agi_arg_1..N
-	Exten   string   `json:"exten"`   // agi_extension, default "s"
-	Timeout string   `json:"timeout"` // Go duration, default 10s
+	AppData  string   `json:"app_data,omitempty"`
+	Addr     string   `json:"addr,omitempty"`      // FastAGI server host[:port]
+	Script   string   `json:"script,omitempty"`    // agi_network_script; "" sends none
+	Args     []string `json:"args,omitempty"`      // agi_arg_1..N
+	Exten    string   `json:"exten,omitempty"`     // agi_extension of the calling channel, default "s"
+	CallerID string   `json:"caller_id,omitempty"` // agi_callerid
+	Timeout  string   `json:"timeout,omitempty"`   // Go duration for the control API, default 10s
 }
 
-// AGIResult is what the AGI session did.
+// AGIVar is one variable the AGI server set.
+type AGIVar struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// AGIResult is what the dialplan sees after AGI() returned.
 type AGIResult struct {
 	Status    string            `json:"status"`    // AGISTATUS: SUCCESS, FAILURE, HANGUP
-	Variables map[string]string `json:"variables"` // channel variables set by the AGI server
-	Commands  []string          `json:"commands"`  // every command the server sent
+	Variables map[string]string `json:"variables"` // channel variables afterwards (AGISTATUS included)
+	Set       []AGIVar          `json:"set"`       // SET VARIABLE calls, in order
+	Commands  []string          `json:"commands"`  // every command line the server sent
+	HungUp    bool              `json:"hung_up"`
 }
 
 // errNoAGI is returned while no FastAGI client is wired in.
 var errNoAGI = errors.New("asterisksim: FastAGI client not available")
 
-// initHTTP wires the HTTP handler and AGI client available in this build.
-func (s *Sim) initHTTP() { s.initARI() }
+// initHTTP wires the ARI server and the FastAGI client.
+func (s *Sim) initHTTP() {
+	s.initARI()
+	s.initAGI()
+}
 
 // StartAGI runs one FastAGI session as the dialplan AGI() application would.
 func (s *Sim) StartAGI(ctx context.Context, req AGIRequest) (AGIResult, error) {

@@ -1,11 +1,15 @@
 package asterisksim
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+
+	zagi "github.com/zaf/agi"
 )
 
 func TestControlAPI(t *testing.T) {
@@ -56,5 +60,65 @@ func TestControlAPI(t *testing.T) {
 	}
 	if r := post("agi", `{"addr":"127.0.0.1:1","script":"dialLocal"}`); r.StatusCode != http.StatusNotImplemented && r.StatusCode != http.StatusBadGateway {
 		t.Errorf("agi: %d", r.StatusCode)
+	}
+}
+
+// fastAGIServer answers one dialLocal request per connection with
+// SET VARIABLE dialString, like doorman's Extension Finder.
+func fastAGIServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				s := zagi.New()
+				if s.Init(bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c))) != nil {
+					return
+				}
+				_, _ = s.SetVariable("dialString", "PJSIP/"+s.Env["arg_1"]+"&script="+s.Env["network_script"])
+			}(c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestStartAGI(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ControlAddr = "127.0.0.1:0"
+	s := startSim(t, cfg)
+	addr := fastAGIServer(t)
+	res, err := s.StartAGI(context.Background(), AGIRequest{AppData: "agi://" + addr + "/dialLocal,1001,25,TtWw,1001", Exten: "7000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != "SUCCESS" || res.Variables["dialString"] != "PJSIP/1001&script=dialLocal" {
+		t.Errorf("AGI result %+v", res)
+	}
+	// The control API, with the seed's form (no script: dialLocal is agi_arg_1).
+	r, err := http.Post("http://"+s.ControlAddr()+"/control/agi", "application/json",
+		strings.NewReader(`{"addr":"`+addr+`","args":["dialLocal","1001"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	var got AGIResult
+	if err := json.NewDecoder(r.Body).Decode(&got); err != nil || r.StatusCode != 200 {
+		t.Fatalf("control agi: %d %v", r.StatusCode, err)
+	}
+	if got.Status != "SUCCESS" || got.Variables["dialString"] != "PJSIP/dialLocal&script=" {
+		t.Errorf("control AGI result %+v", got)
+	}
+	// Nothing listening: FAILURE with an error.
+	if _, err := s.StartAGI(context.Background(), AGIRequest{Addr: "127.0.0.1:1", Script: "dialLocal"}); err == nil {
+		t.Error("AGI to a closed port did not fail")
 	}
 }

@@ -22,6 +22,14 @@ type contact struct {
 	UserAgent string
 	Source    string // RemoteAddress form, e.g. IPV4/UDP/127.0.0.1/5070
 	Expires   time.Time
+
+	// qualify state (Config.QualifyFrequency > 0)
+	send      func([]byte) // toward the contact's packet source
+	localHost string       // our address as the phone reached it
+	status    string       // "" (NonQualified), "Reachable", "Unreachable"
+	nextProbe time.Time
+	probeID   string    // Call-ID of the OPTIONS in flight
+	probeSent time.Time // zero when none is in flight
 }
 
 // Contact is a registered contact as the control surface lists it.
@@ -97,6 +105,13 @@ func (c *core) endpointNames() []string {
 
 // emit sends one event to every subscriber (AMI sessions, security log, ARI).
 func (c *core) emit(e event) { c.hub.emit(e) }
+
+// pjsipTID and amiTID are the thread ids shown in NOTICE lines.
+const pjsipTID = 11218
+
+func (c *core) emitNotice(tid int, source, text string) {
+	c.emit(event{notice: &notice{tid: tid, source: source, text: text}})
+}
 
 func (c *core) emitSec(s *secEvent) {
 	if s.time.IsZero() {
@@ -322,22 +337,39 @@ func (c *core) Contacts() []Contact {
 }
 
 // addContactLocked records a new contact and raises what res_pjsip does.
+// With qualify on, the device becomes available only when the first
+// OPTIONS is answered (see qualify.go).
 func (c *core) addContactLocked(ct *contact) {
 	c.contacts[ct.AOR] = ct
 	ep := c.endpointLocked(ct.AOR)
 	now := c.now()
-	c.emit(event{
-		ami: &amiEvent{name: "PeerStatus", class: "system", fields: []kv{{"ChannelType", "PJSIP"}, {"Peer", "PJSIP/" + ct.AOR}, {"PeerStatus", "Reachable"}}},
-		ari: &ari.Event{Kind: "EndpointStateChange", Time: now, Endpoint: ep},
-	})
-	c.emit(event{ari: &ari.Event{Kind: "PeerStatusChange", Time: now, Endpoint: ep, PeerStatus: "Reachable"}})
-	c.emit(event{
-		ami: contactStatus(ct, "NonQualified"),
+	contactEv := event{
+		ami: contactStatus(ct, "NonQualified", "0"),
 		ari: &ari.Event{Kind: "ContactStatusChange", Time: now, Endpoint: ep, ContactURI: ct.URI, ContactStatus: "NonQualified", AOR: ct.AOR, RoundtripUsec: "0"},
-	})
+	}
+	if c.cfg.QualifyFrequency > 0 {
+		c.emit(contactEv)
+		c.peerStatusLocked(ct.AOR, "Reachable")
+		ct.nextProbe = now
+		return
+	}
+	c.peerStatusLocked(ct.AOR, "Reachable")
+	c.emit(contactEv)
 	if c.pjsip[ct.AOR] == "UNAVAILABLE" {
 		c.setDeviceLocked("PJSIP/"+ct.AOR, "NOT_INUSE", false)
 	}
+}
+
+// peerStatusLocked raises PeerStatus (AMI) and EndpointStateChange plus
+// PeerStatusChange (ARI).
+func (c *core) peerStatusLocked(aor, status string) {
+	ep := c.endpointLocked(aor)
+	now := c.now()
+	c.emit(event{
+		ami: &amiEvent{name: "PeerStatus", class: "system", fields: []kv{{"ChannelType", "PJSIP"}, {"Peer", "PJSIP/" + aor}, {"PeerStatus", status}}},
+		ari: &ari.Event{Kind: "EndpointStateChange", Time: now, Endpoint: ep},
+	})
+	c.emit(event{ari: &ari.Event{Kind: "PeerStatusChange", Time: now, Endpoint: ep, PeerStatus: status}})
 }
 
 // removeContactLocked forgets a contact (unregister or expiry).
@@ -347,23 +379,19 @@ func (c *core) removeContactLocked(aor string) {
 		return
 	}
 	delete(c.contacts, aor)
-	ep := c.endpointLocked(aor)
-	now := c.now()
+	if ct.status != "Unreachable" {
+		c.peerStatusLocked(aor, "Unreachable")
+	}
 	c.emit(event{
-		ami: &amiEvent{name: "PeerStatus", class: "system", fields: []kv{{"ChannelType", "PJSIP"}, {"Peer", "PJSIP/" + aor}, {"PeerStatus", "Unreachable"}}},
-		ari: &ari.Event{Kind: "EndpointStateChange", Time: now, Endpoint: ep},
-	})
-	c.emit(event{ari: &ari.Event{Kind: "PeerStatusChange", Time: now, Endpoint: ep, PeerStatus: "Unreachable"}})
-	c.emit(event{
-		ami: contactStatus(ct, "Removed"),
-		ari: &ari.Event{Kind: "ContactStatusChange", Time: now, Endpoint: ep, ContactURI: ct.URI, ContactStatus: "Removed", AOR: aor, RoundtripUsec: "0"},
+		ami: contactStatus(ct, "Removed", "0"),
+		ari: &ari.Event{Kind: "ContactStatusChange", Time: c.now(), Endpoint: c.endpointLocked(aor), ContactURI: ct.URI, ContactStatus: "Removed", AOR: aor, RoundtripUsec: "0"},
 	})
 	c.setDeviceLocked("PJSIP/"+aor, "UNAVAILABLE", false)
 }
 
-func contactStatus(ct *contact, status string) *amiEvent {
+func contactStatus(ct *contact, status, rtt string) *amiEvent {
 	return &amiEvent{name: "ContactStatus", class: "system", fields: []kv{
-		{"URI", ct.URI}, {"ContactStatus", status}, {"AOR", ct.AOR}, {"EndpointName", ct.AOR}, {"RoundtripUsec", "0"}}}
+		{"URI", ct.URI}, {"ContactStatus", status}, {"AOR", ct.AOR}, {"EndpointName", ct.AOR}, {"RoundtripUsec", rtt}}}
 }
 
 // expire removes contacts whose registration ran out.

@@ -11,15 +11,20 @@
 //     ExtensionStatus, FullyBooted) filtered by the session's event mask and
 //     the user's read classes;
 //   - a PJSIP-like registrar on UDP and TCP (same host:port) with MD5 digest
-//     (qop=auth), max_contacts=1, expiry, and the security events of
-//     res_pjsip (InvalidAccountID, ChallengeSent, ChallengeResponseFailed,
+//     (qop=auth, 32 s nonces bound to the source), max_contacts=1, expiry,
+//     optional qualify (OPTIONS), and the security events of res_pjsip
+//     (InvalidAccountID, ChallengeSent, ChallengeResponseFailed,
 //     SuccessfulAuth) with the real packet source as RemoteAddress;
-//   - the `security` log file in res_security_log.c's format (fail2ban's
-//     asterisk filter reads it);
+//   - the `security` log file in res_security_log.c's format and the NOTICE
+//     lines of the `messages` log (fail2ban's stock asterisk filter reads both);
 //   - device states, hints "PJSIP/<ext>&Stasis:<ext>" aggregated with
 //     Asterisk's rank, and Stasis: custom states persisted in StateDir (like
 //     astdb) and replayed after Restart;
-//   - the core behind the ARI server of package ari (Sim.Backend).
+//   - the core behind the ARI server of package ari, served on HTTPAddr, and
+//     FastAGI sessions through package agi (Sim.StartAGI).
+//
+// Package sipua is the test phone and attacker; the program
+// integration/cmd/asterisk-sim runs servers (and phones) as processes.
 //
 // # Control API
 //

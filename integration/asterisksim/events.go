@@ -108,9 +108,21 @@ var zeroTV = time.Unix(0, 0)
 // event is what the hub carries: its AMI form, its ARI form, and for
 // security events the source used by the security log.
 type event struct {
-	ami *amiEvent
-	ari *ari.Event
-	sec *secEvent
+	ami    *amiEvent
+	ari    *ari.Event
+	sec    *secEvent
+	notice *notice
+}
+
+// notice is a NOTICE line of the messages log.
+type notice struct {
+	tid    int
+	source string // e.g. "manager.c", "res_pjsip/pjsip_distributor.c"
+	text   string
+}
+
+func (n *notice) logLine(t time.Time) string {
+	return "[" + t.Local().Format("2006-01-02 15:04:05.000") + "] NOTICE[" + strconv.Itoa(n.tid) + "] " + n.source + ": " + n.text + "\n"
 }
 
 // hub fans events out to subscribers in emit order. Subscribers must not block.

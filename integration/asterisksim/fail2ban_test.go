@@ -52,3 +52,35 @@ func TestSecurityLogReadByFail2ban(t *testing.T) {
 		t.Errorf("fail2ban matched %s lines of the simulator's log, %s of the capture's", g, w)
 	}
 }
+
+// TestMessagesLogMatchesCapture compares the NOTICE lines of PHASE1 with
+// messages-log-excerpt.txt, and has fail2ban read both.
+func TestMessagesLogMatchesCapture(t *testing.T) {
+	cfg := testConfig(t)
+	s, clk := startSimClock(t, cfg)
+	phaseOne(t, s, clk)
+	var want []string
+	for _, l := range strings.Split(readTranscript(t, "messages-log-excerpt.txt"), "\n") {
+		if strings.Contains(l, "] NOTICE[") && l >= "[2026-11-25 11:26:33" && l < "[2026-11-25 11:26:44" {
+			want = append(want, l)
+		}
+	}
+	gotB, err := os.ReadFile(cfg.MessagesLogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.TrimSuffix(string(gotB), "\n")
+	if d := diff(newNormaliser().norm(strings.Join(want, "\n")), newNormaliser().norm(got)); d != "" {
+		t.Errorf("messages log differs at %s", d)
+	}
+	if _, err := exec.LookPath("fail2ban-regex"); err != nil {
+		return
+	}
+	wantPath := filepath.Join(t.TempDir(), "capture-messages")
+	if err := os.WriteFile(wantPath, []byte(strings.Join(want, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if w, g := fail2banMatches(t, wantPath), fail2banMatches(t, cfg.MessagesLogPath); w != g || g == "0" {
+		t.Errorf("fail2ban matched %s NOTICE lines of the simulator, %s of the capture", g, w)
+	}
+}

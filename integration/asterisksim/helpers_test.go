@@ -36,6 +36,7 @@ func testConfig(t testing.TB) Config {
 		AMIUsers:        map[string]string{"aim": "aimsecret"},
 		ARIUsers:        map[string]string{"aim": "aimsecret"},
 		SecurityLogPath: filepath.Join(t.TempDir(), "security"),
+		MessagesLogPath: filepath.Join(t.TempDir(), "messages"),
 		StateDir:        t.TempDir(),
 		AuthFailDelay:   20 * time.Millisecond,
 	}
@@ -152,7 +153,7 @@ func (n *normaliser) token(kind, v string) string {
 
 var (
 	reTV      = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}`)
-	reLogTime = regexp.MustCompile(`^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\] SECURITY\[\d+\]`)
+	reLogTime = regexp.MustCompile(`^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\] (SECURITY|NOTICE)\[\d+\]`)
 	rePtr     = regexp.MustCompile(`0x[0-9a-f]{6,16}`)
 	reCallID  = regexp.MustCompile(`[0-9a-f]{16}@127\.0\.0\.1`)
 	reNonce   = regexp.MustCompile(`\d{10}/[0-9a-f]{32}`)
@@ -181,7 +182,7 @@ func (n *normaliser) norm(s string) string {
 	})
 	lines := strings.Split(s, "\n")
 	for i, l := range lines {
-		lines[i] = reLogTime.ReplaceAllString(l, "[<LOGTIME>] SECURITY[<TID>]")
+		lines[i] = reLogTime.ReplaceAllString(l, "[<LOGTIME>] $1[<TID>]")
 	}
 	s = strings.Join(lines, "\n")
 	s = reDate.ReplaceAllString(s, "Date: <DATE>")

@@ -64,6 +64,8 @@ func (s *sipServer) serveTCPConn(ctx context.Context, conn net.Conn) {
 	send := func(b []byte) {
 		wmu.Lock()
 		defer wmu.Unlock()
+		// bounded: qualify sends under the core lock
+		_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
 		_, _ = conn.Write(b)
 	}
 	for ctx.Err() == nil {
@@ -131,6 +133,7 @@ type request struct {
 	srcPort   int
 	transport string
 	local     string
+	localHost string // our IP and port as "host:port" (for qualify's Via/Contact)
 	remote    string
 	callID    string
 	send      func([]byte)
@@ -139,6 +142,10 @@ type request struct {
 func (s *sipServer) handle(pkt []byte, src net.Addr, transport, local string, send func([]byte)) {
 	m, err := parseSIP(pkt)
 	ip, port := hostPort(src)
+	if m != nil && !m.request && err == nil {
+		s.c.qualifyResponse(m)
+		return
+	}
 	if m == nil || !m.request {
 		if err != nil {
 			s.c.log.Debug("asterisksim: dropped unparsable SIP", "source", src.String(), "err", err)
@@ -146,7 +153,7 @@ func (s *sipServer) handle(pkt []byte, src net.Addr, transport, local string, se
 		return // responses and garbage are dropped, as pjsip does
 	}
 	req := &request{m: m, src: src, srcIP: ip, srcPort: port, transport: transport, local: local,
-		remote: addrForm(transport, src), callID: m.get("Call-ID"), send: send}
+		localHost: localHostPort(local), remote: addrForm(transport, src), callID: m.get("Call-ID"), send: send}
 	if err != nil || m.get("Via") == "" || m.get("From") == "" || m.get("To") == "" || req.callID == "" || m.get("CSeq") == "" {
 		s.badRequest(req)
 		return
@@ -279,7 +286,7 @@ func (s *sipServer) serveRequest(req *request) {
 	if !known {
 		// The artificial endpoint: a normal-looking challenge that never succeeds.
 		s.c.emitSec(s.secBase(req, "InvalidAccountID", "Error", user))
-		s.c.log.Info("asterisksim: SIP request failed", "method", m.method, "source", req.remote, "reason", "No matching endpoint found")
+		s.failNotice(req, from, "No matching endpoint found")
 		if !hasAuth {
 			ev := s.secBase(req, "ChallengeSent", "Informational", "<unknown>")
 			ev.extra = []kv{{"Challenge", ""}}
@@ -288,6 +295,7 @@ func (s *sipServer) serveRequest(req *request) {
 			ev := s.secBase(req, "ChallengeResponseFailed", "Error", "<unknown>")
 			ev.extra = []kv{{"Challenge", auth["nonce"]}, {"Response", auth["response"]}, {"ExpectedResponse", ""}}
 			s.c.emitSec(ev)
+			s.failNotice(req, from, "Failed to authenticate")
 		}
 		req.send(s.challenge(req, 401, false))
 		return
@@ -312,7 +320,7 @@ func (s *sipServer) serveRequest(req *request) {
 		ev := s.secBase(req, "ChallengeResponseFailed", "Error", user)
 		ev.extra = []kv{{"Challenge", auth["nonce"]}, {"Response", auth["response"]}, {"ExpectedResponse", ""}}
 		s.c.emitSec(ev)
-		s.c.log.Info("asterisksim: SIP request failed", "method", m.method, "source", req.remote, "reason", "Failed to authenticate")
+		s.failNotice(req, from, "Failed to authenticate")
 		req.send(s.challenge(req, 401, false))
 		return
 	}
@@ -327,6 +335,13 @@ func (s *sipServer) serveRequest(req *request) {
 	default:
 		req.send(s.response(req, 501, "Not Implemented", nil))
 	}
+}
+
+// failNotice logs pjsip_distributor.c's NOTICE for a failed request.
+func (s *sipServer) failNotice(req *request, from nameAddr, reason string) {
+	s.c.log.Info("asterisksim: SIP request failed", "method", req.m.method, "source", req.remote, "reason", reason)
+	s.c.emitNotice(pjsipTID, "res_pjsip/pjsip_distributor.c", fmt.Sprintf("Request '%s' from '<%s>' failed for '%s' (callid: %s) - %s",
+		req.m.method, from.uri, joinHostPort(req.srcIP, itoa(req.srcPort)), req.callID, reason))
 }
 
 // digestOK verifies an RFC 2617 MD5 digest (qop=auth or none).
@@ -437,13 +452,16 @@ func (s *sipServer) applyContacts(req *request, aor string, hdrExpires int) []by
 		}
 		v, _ := parseVia(m.all("Via")[0])
 		ct := &contact{AOR: aor, URI: na.uri, CallID: req.callID, ViaAddr: v.host, ViaPort: v.port,
-			UserAgent: m.get("User-Agent"), Source: req.remote, Expires: now.Add(time.Duration(exp) * time.Second)}
+			UserAgent: m.get("User-Agent"), Source: req.remote, Expires: now.Add(time.Duration(exp) * time.Second),
+			send: req.send, localHost: req.localHost}
 		if ct.ViaPort == "" {
 			ct.ViaPort = "5060"
 		}
 		switch {
 		case existing != nil && existing.URI == na.uri:
-			s.c.contacts[aor] = ct // a refresh raises no event
+			// a refresh raises no event and keeps the qualify state
+			ct.status, ct.nextProbe, ct.probeID, ct.probeSent = existing.status, existing.nextProbe, existing.probeID, existing.probeSent
+			s.c.contacts[aor] = ct
 		case existing != nil && !cfg.RemoveExisting:
 			s.c.log.Info("asterisksim: registration would exceed max contacts", "aor", aor, "max_contacts", 1)
 			return s.response(req, 403, "Forbidden", nil)
@@ -455,4 +473,13 @@ func (s *sipServer) applyContacts(req *request, aor string, hdrExpires int) []by
 		}
 	}
 	return nil
+}
+
+// localHostPort turns "IPV4/UDP/127.0.0.1/5060" into "127.0.0.1:5060".
+func localHostPort(form string) string {
+	parts := strings.Split(form, "/")
+	if len(parts) != 4 {
+		return ""
+	}
+	return joinHostPort(parts[2], parts[3])
 }

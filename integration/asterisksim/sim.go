@@ -31,6 +31,7 @@ type Sim struct {
 	httpSrv *http.Server
 	ctlSrv  *http.Server
 	logFile *os.File
+	msgFile *os.File
 	unsubs  []func()
 
 	// bound addresses, kept so a restart comes back on the same ports
@@ -116,6 +117,18 @@ func (s *Sim) startLocked(ctx context.Context) (err error) {
 			}
 		}))
 	}
+	if s.cfg.MessagesLogPath != "" {
+		f, err := os.OpenFile(s.cfg.MessagesLogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("asterisksim: messages log: %w", err)
+		}
+		s.msgFile = f
+		s.unsubs = append(s.unsubs, s.core.hub.subscribe(func(e event) {
+			if e.notice != nil {
+				_, _ = f.WriteString(e.notice.logLine(time.Now()))
+			}
+		}))
+	}
 	if s.amiAddr != "" {
 		ln, err := net.Listen("tcp", s.amiAddr)
 		if err != nil {
@@ -152,7 +165,11 @@ func (s *Sim) startLocked(ctx context.Context) (err error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		t := time.NewTicker(s.cfg.ExpiryCheck)
+		tick := s.cfg.ExpiryCheck
+		if q := s.cfg.QualifyFrequency; q > 0 {
+			tick = min(tick, 100*time.Millisecond, q/4)
+		}
+		t := time.NewTicker(tick)
 		defer t.Stop()
 		for {
 			select {
@@ -160,6 +177,7 @@ func (s *Sim) startLocked(ctx context.Context) (err error) {
 				return
 			case <-t.C:
 				s.core.expire()
+				s.core.qualifyTick()
 			}
 		}
 	}()
@@ -193,9 +211,11 @@ func (s *Sim) stopLocked() {
 		u()
 	}
 	s.unsubs = nil
-	if s.logFile != nil {
-		_ = s.logFile.Close()
-		s.logFile = nil
+	for _, f := range []**os.File{&s.logFile, &s.msgFile} {
+		if *f != nil {
+			_ = (*f).Close()
+			*f = nil
+		}
 	}
 	s.running = false
 }
@@ -294,6 +314,7 @@ func listenSIP(addr string) (*net.UDPConn, net.Listener, error) {
 		}
 		tcp, err := net.Listen("tcp", udp.LocalAddr().String())
 		if err == nil {
+			_ = udp.SetReadBuffer(4 << 20) // absorb attack bursts; one reader keeps event order
 			return udp, tcp, nil
 		}
 		_ = udp.Close()

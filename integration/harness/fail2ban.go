@@ -24,7 +24,7 @@ func (h *Host) StartFail2ban(t testing.TB, logPath string, maxretry, findtime, b
 	t.Helper()
 	server, err := exec.LookPath("fail2ban-server")
 	if err != nil {
-		t.Skip("needs fail2ban (Debian package): run scripts/setup.sh")
+		t.Skip("needs fail2ban (Debian package): run .ci/setup.sh")
 	}
 	dir := t.TempDir()
 	if out, err := exec.Command("cp", "-a", "/etc/fail2ban/.", dir).CombinedOutput(); err != nil {

@@ -31,7 +31,7 @@ func RequireRoot(t testing.TB) {
 		t.Skip("needs root: creates network namespaces, nftables/ipset sets and runs servers inside them (run as root or via `sudo task integration`)")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2 (`ip`): run scripts/setup.sh")
+		t.Skip("needs iproute2 (`ip`): run .ci/setup.sh")
 	}
 }
 

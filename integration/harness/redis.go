@@ -23,7 +23,7 @@ func (h *Host) StartRedis(t testing.TB, extra ...string) *Redis {
 	t.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
-		t.Skip("needs redis-server: run scripts/setup.sh")
+		t.Skip("needs redis-server: run .ci/setup.sh")
 	}
 	r := &Redis{Host: h, Addr: net.JoinHostPort(h.IPv4.String(), "6379"), t: t}
 	r.args = append([]string{path, "--bind", h.IPv4.String() + " 127.0.0.1", "--port", "6379",

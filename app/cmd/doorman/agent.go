@@ -62,6 +62,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	amiClient := ami.NewClient(ami.Config{
 		Addr: cfg.AMI.Addr, Username: cfg.AMI.Username, Secret: cfg.AMI.Secret, UseMD5: cfg.AMI.MD5,
 	}, log.With("component", "ami"))
+	reg.MustRegister(amiClient.Collectors()...)
 	g.Go(func() error { return amiClient.Run(ctx) })
 
 	health := map[string]func() error{
@@ -202,6 +203,7 @@ func startBLF(ctx context.Context, g *errgroup.Group, cfg config.Config, store s
 
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (state.Store, error) {
 	if len(cfg.Store.Redis.Addrs) > 0 {
+		redisstore.RouteLibraryLogs(log.With("component", "go-redis"))
 		return redisstore.New(ctx, cfg.Store.Redis, log.With("component", "redis"))
 	}
 	log.Info("no store.redis.addrs: using the embedded store (single server)", "path", cfg.Store.EmbeddedPath)

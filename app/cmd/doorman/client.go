@@ -11,13 +11,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/asterisksupport/doorman/app/api"
+	"github.com/asterisksupport/doorman/app/blf"
 	"github.com/asterisksupport/doorman/app/config"
+	"github.com/asterisksupport/doorman/app/finder"
 )
 
 // apiClient talks to the local agent's HTTP API.
@@ -165,7 +166,7 @@ func runWhereis(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	var locs []map[string]any
+	var locs []finder.Location
 	q := ""
 	if *account != "" {
 		q = "?account=" + url.QueryEscape(*account)
@@ -173,11 +174,7 @@ func runWhereis(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := c.do(ctx, "GET", "/api/whereis/"+url.PathEscape(fs.Arg(0))+q, nil, &locs); err != nil {
 		return err
 	}
-	if len(locs) == 0 {
-		fmt.Fprintf(stdout, "%s: registered nowhere\n", fs.Arg(0))
-		return nil
-	}
-	return printTable(stdout, locs)
+	return finder.FormatLocations(stdout, fs.Arg(0), locs, time.Now())
 }
 
 func runLamps(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -196,52 +193,14 @@ func runLamps(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	path := "/api/lamps"
-	if hints {
-		path += "?format=hints"
-	}
-	var lamps []map[string]any
+	var lamps []blf.Lamp
 	if err := c.do(ctx, "GET", path, nil, &lamps); err != nil {
 		return err
 	}
 	if hints {
-		for _, l := range lamps {
-			fmt.Fprintln(stdout, l["hint"])
-		}
-		return nil
+		return blf.WriteHints(stdout, lamps)
 	}
-	return printTable(stdout, lamps)
-}
-
-// printTable prints JSON objects as aligned columns, keys sorted.
-func printTable(w io.Writer, rows []map[string]any) error {
-	keySet := map[string]bool{}
-	for _, r := range rows {
-		for k := range r {
-			keySet[k] = true
-		}
-	}
-	var keys []string
-	for k := range keySet {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.ToUpper(strings.Join(keys, "\t")))
-	for _, r := range rows {
-		vals := make([]string, len(keys))
-		for i, k := range keys {
-			switch v := r[k].(type) {
-			case nil:
-			case string:
-				vals[i] = v
-			default:
-				b, _ := json.Marshal(v)
-				vals[i] = string(b)
-			}
-		}
-		fmt.Fprintln(tw, strings.Join(vals, "\t"))
-	}
-	return tw.Flush()
+	return blf.WriteLamps(stdout, lamps)
 }
 
 // reorder moves flags before positional arguments, so `bans ban 1.2.3.4 -for 1h` works.

@@ -20,6 +20,12 @@ func (s *Store) addReg(r state.Registration) {
 		s.byAOR[r.AOR] = m
 	}
 	m[k] = struct{}{}
+	m = s.byServer[r.Server]
+	if m == nil {
+		m = map[regKey]struct{}{}
+		s.byServer[r.Server] = m
+	}
+	m[k] = struct{}{}
 }
 
 // dropReg unindexes k; the caller holds mu.
@@ -29,6 +35,12 @@ func (s *Store) dropReg(k regKey) {
 		delete(m, k)
 		if len(m) == 0 {
 			delete(s.byAOR, k.aor)
+		}
+	}
+	if m := s.byServer[k.server]; m != nil {
+		delete(m, k)
+		if len(m) == 0 {
+			delete(s.byServer, k.server)
 		}
 	}
 }
@@ -93,10 +105,8 @@ func (s *Store) ReplaceRegistrations(_ context.Context, server string, regs []st
 	if err := s.lock(); err != nil {
 		return err
 	}
-	for k := range s.regs {
-		if k.server == server {
-			s.dropReg(k)
-		}
+	for k := range s.byServer[server] {
+		s.dropReg(k)
 	}
 	for _, r := range keep {
 		s.addReg(r)

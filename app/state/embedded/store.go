@@ -36,8 +36,10 @@ type Store struct {
 	bans    map[netip.Prefix]state.Ban
 	regs    map[regKey]state.Registration
 	byAOR   map[string]map[regKey]struct{}
-	devices map[string]map[string]state.DeviceState // server -> device -> state
-	beats   map[string]beat
+	// byServer indexes regs by server for ReplaceRegistrations.
+	byServer map[string]map[regKey]struct{}
+	devices  map[string]map[string]state.DeviceState // server -> device -> state
+	beats    map[string]beat
 
 	banFeed *feed[state.BanEvent]
 	devFeed *feed[state.DeviceEvent]
@@ -72,17 +74,18 @@ func Open(path string, log *slog.Logger) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{
-		log:     log,
-		now:     time.Now,
-		strikes: map[string]counter{},
-		bans:    map[netip.Prefix]state.Ban{},
-		regs:    map[regKey]state.Registration{},
-		byAOR:   map[string]map[regKey]struct{}{},
-		devices: map[string]map[string]state.DeviceState{},
-		beats:   map[string]beat{},
-		banFeed: newFeed(state.BanEvent{Kind: state.Resync}),
-		devFeed: newFeed(state.DeviceEvent{Kind: state.Resync}),
-		done:    make(chan struct{}),
+		log:      log,
+		now:      time.Now,
+		strikes:  map[string]counter{},
+		bans:     map[netip.Prefix]state.Ban{},
+		regs:     map[regKey]state.Registration{},
+		byAOR:    map[string]map[regKey]struct{}{},
+		byServer: map[string]map[regKey]struct{}{},
+		devices:  map[string]map[string]state.DeviceState{},
+		beats:    map[string]beat{},
+		banFeed:  newFeed(state.BanEvent{Kind: state.Resync}),
+		devFeed:  newFeed(state.DeviceEvent{Kind: state.Resync}),
+		done:     make(chan struct{}),
 	}
 	if path != "" {
 		if err := s.openDisk(path); err != nil {

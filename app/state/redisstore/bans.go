@@ -81,7 +81,7 @@ func (s *Store) PutBan(ctx context.Context, b state.Ban) error {
 	if b.Permanent {
 		b.Expires = time.Time{}
 	}
-	js, err := json.Marshal(b)
+	js, err := encodeBan(b)
 	if err != nil {
 		return fmt.Errorf("redisstore: put ban %v: %w", b.Prefix, err)
 	}
@@ -122,8 +122,12 @@ func (s *Store) DeleteBan(ctx context.Context, p netip.Prefix) error {
 	return nil
 }
 
-// mgetChunk bounds one MGET so a huge listing does not block Redis.
-const mgetChunk = 1000
+// mgetChunk bounds one MGET so a huge listing does not block Redis;
+// mgetRound is how many go in one pipelined round trip.
+const (
+	mgetChunk = 500
+	mgetRound = 8
+)
 
 // ListBans returns every ban that has not expired.
 func (s *Store) ListBans(ctx context.Context) ([]state.Ban, error) {
@@ -143,8 +147,8 @@ func (s *Store) ListBans(ctx context.Context) ([]state.Ban, error) {
 	}
 	bans := make([]state.Ban, 0, len(vals))
 	for _, v := range vals {
-		var b state.Ban
-		if err := json.Unmarshal([]byte(v), &b); err != nil {
+		b, err := decodeBan(v)
+		if err != nil {
 			s.log.Warn("skipping undecodable ban", "err", err)
 			continue
 		}
@@ -153,26 +157,32 @@ func (s *Store) ListBans(ctx context.Context) ([]state.Ban, error) {
 	return bans, nil
 }
 
-// mget reads keys in pipelined chunks and returns the values that exist.
+// mget reads keys in pipelined rounds of mgetRound MGETs of mgetChunk keys,
+// so each round trip stays well within the read timeout, and returns the
+// values that exist.
 func (s *Store) mget(ctx context.Context, keys []string) ([]string, error) {
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	cmds := make([]*redis.SliceCmd, 0, len(keys)/mgetChunk+1)
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i := 0; i < len(keys); i += mgetChunk {
-			cmds = append(cmds, p.MGet(ctx, keys[i:min(i+mgetChunk, len(keys))]...))
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
-	}
 	out := make([]string, 0, len(keys))
-	for _, c := range cmds {
-		for _, v := range c.Val() {
-			if str, ok := v.(string); ok {
-				out = append(out, str)
+	for len(keys) > 0 {
+		cmds := make([]*redis.SliceCmd, 0, mgetRound)
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for range mgetRound {
+				if len(keys) == 0 {
+					break
+				}
+				n := min(mgetChunk, len(keys))
+				cmds = append(cmds, p.MGet(ctx, keys[:n]...))
+				keys = keys[n:]
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		for _, c := range cmds {
+			for _, v := range c.Val() {
+				if str, ok := v.(string); ok {
+					out = append(out, str)
+				}
 			}
 		}
 	}

@@ -101,6 +101,9 @@ func (c Config) Validate() error {
 	if c.DB < 0 {
 		return fmt.Errorf("redisstore: config: db: %d is negative", c.DB)
 	}
+	if strings.ContainsAny(c.KeyPrefix, "{}") {
+		return fmt.Errorf("redisstore: config: key_prefix %q: no braces (the store adds its own hash tag)", c.KeyPrefix)
+	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return fmt.Errorf("redisstore: config: tls: cert_file and key_file go together")
 	}

@@ -1,8 +1,12 @@
 package redisstore
 
 import (
+	"net/netip"
+	"unicode/utf8"
+
 	"bytes"
 	"fmt"
+	"github.com/asterisksupport/doorman/app/state"
 	"log/slog"
 	"reflect"
 	"strings"
@@ -97,5 +101,47 @@ func FuzzParseURL(f *testing.F) {
 		if c.Password != "" && len(c.Password) > 3 && strings.Contains(c.String(), c.Password) && c.Password != redactedPlaceholder {
 			t.Fatalf("String shows the password: %s", c.String())
 		}
+	})
+}
+
+func FuzzBanCodec(f *testing.F) {
+	f.Add("192.0.2.1/32", true, int64(0), int64(1732540000000000000), int64(3), "pbx1", "sip attack")
+	f.Add("2001:db8::/64", false, int64(1732540000123456789), int64(0), int64(-1), "a\x00b", "r\x00|{")
+	f.Fuzz(func(t *testing.T, prefix string, perm bool, exp, created, strikes int64, server, reason string) {
+		p, err := netip.ParsePrefix(prefix)
+		if err != nil {
+			return
+		}
+		b := state.Ban{Prefix: p, Permanent: perm, Strikes: strikes, Server: server, Reason: reason}
+		if !perm {
+			b.Expires = time.Unix(0, exp)
+		}
+		if created != 0 {
+			b.Created = time.Unix(0, created)
+		}
+		if !utf8.ValidString(server) || !utf8.ValidString(reason) {
+			return // JSON (the NUL fallback) would replace invalid UTF-8
+		}
+		v, err := encodeBan(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeBan(string(v))
+		if err != nil {
+			t.Fatalf("decode %q: %v", v, err)
+		}
+		if got.Prefix != b.Prefix || got.Permanent != b.Permanent || !got.Expires.Equal(b.Expires) ||
+			!got.Created.Equal(b.Created) || got.Strikes != b.Strikes || got.Server != b.Server || got.Reason != b.Reason {
+			t.Fatalf("round trip %+v -> %+v", b, got)
+		}
+	})
+}
+
+func FuzzDecodeBan(f *testing.F) {
+	f.Add("192.0.2.1/32\x00P\x000\x000\x003\x00pbx\x00why")
+	f.Add(`{"prefix":"192.0.2.1/32","permanent":true}`)
+	f.Add("x\x00y")
+	f.Fuzz(func(t *testing.T, v string) {
+		_, _ = decodeBan(v) // must not panic
 	})
 }

@@ -18,51 +18,40 @@ import (
 // Index entries of expired keys are trimmed on writes, skipped on reads, and
 // the index sets themselves expire with their last entry.
 
-// regPutLua is shared by put and replace: stores one registration.
-// Uses tag, id, aor, server, exp, js, now.
-const regPutLua = `
-redis.call('SET', tag .. 'reg:' .. id, js, 'PXAT', exp)
-for _, ix in ipairs({tag .. 'aor:' .. aor, tag .. 'sreg:' .. server}) do
-  redis.call('ZADD', ix, exp, id)
-  redis.call('ZREMRANGEBYSCORE', ix, '-inf', '(' .. now)
-  local t = redis.call('PEXPIRETIME', ix)
-  if t == -1 or t < tonumber(exp) then redis.call('PEXPIREAT', ix, exp) end
+// putRegsScript: ARGV tag, now ms, then per registration: server, aor,
+// contact, expiry ms, json. KEYS (optional) name the keys of a single put,
+// for Cluster routing and ACL checks.
+var putRegsScript = redis.NewScript(`
+local tag, now = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 5 do
+  local server, aor, contact, exp, js = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local id = server .. '\0' .. aor .. '\0' .. contact
+  redis.call('SET', tag .. 'reg:' .. id, js, 'PXAT', exp)
+  for _, ix in ipairs({tag .. 'aor:' .. aor, tag .. 'sreg:' .. server}) do
+    redis.call('ZADD', ix, exp, id)
+    redis.call('ZREMRANGEBYSCORE', ix, '-inf', '(' .. now)
+    local t = redis.call('PEXPIRETIME', ix)
+    if t == -1 or t < tonumber(exp) then redis.call('PEXPIREAT', ix, exp) end
+  end
 end
-`
-
-// putRegScript: ARGV tag, server, aor, contact, expiry ms, json, now ms.
-// KEYS name the three keys touched, for Cluster routing and ACL checks.
-var putRegScript = redis.NewScript(`
-local tag, server, aor, contact, exp, js, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local id = server .. '\0' .. aor .. '\0' .. contact
-` + regPutLua + `
 return 1`)
 
-// delRegScript: KEYS reg, aor index, server index; ARGV id.
-var delRegScript = redis.NewScript(`
-local n = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return n`)
-
-// replaceRegsScript: KEYS server index; ARGV tag, server, now, then per
-// registration: aor, contact, expiry ms, json. Removes every registration
-// the server had, then stores the new ones, in one atomic step.
-var replaceRegsScript = redis.NewScript(`
-local tag, server, now = ARGV[1], ARGV[2], ARGV[3]
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  redis.call('DEL', tag .. 'reg:' .. id)
+// delRegsScript: ARGV tag, then registration ids.
+var delRegsScript = redis.NewScript(`
+local tag = ARGV[1]
+for i = 2, #ARGV do
+  local id = ARGV[i]
   local a = string.find(id, '\0', 1, true)
   local b = string.find(id, '\0', a + 1, true)
+  redis.call('DEL', tag .. 'reg:' .. id)
   redis.call('ZREM', tag .. 'aor:' .. string.sub(id, a + 1, b - 1), id)
-end
-redis.call('DEL', KEYS[1])
-for i = 4, #ARGV, 4 do
-  local aor, contact, exp, js = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local id = server .. '\0' .. aor .. '\0' .. contact
-` + regPutLua + `
+  redis.call('ZREM', tag .. 'sreg:' .. string.sub(id, 1, a - 1), id)
 end
 return 1`)
+
+// regChunk bounds the registrations one script call handles, so a big
+// resync never blocks Redis (and everyone's device-state feed) for long.
+const regChunk = 500
 
 // lookupScript: KEYS aor index; ARGV tag, now ms. Returns the JSON of the
 // unexpired registrations whose server has a live heartbeat.
@@ -87,65 +76,107 @@ return out`)
 // A registration already expired is removed instead.
 func (s *Store) PutRegistration(ctx context.Context, r state.Registration) error {
 	if err := r.Validate(); err != nil {
-		return fmt.Errorf("redisstore: put registration: %w", err)
+		return fmt.Errorf("redisstore: put: %w", err)
 	}
 	now := time.Now()
 	if !r.Expires.After(now) {
 		return s.DeleteRegistration(ctx, r.Server, r.AOR, r.Contact)
 	}
-	js, err := json.Marshal(r)
+	args, err := regArgs(nil, r)
 	if err != nil {
 		return fmt.Errorf("redisstore: put registration %s: %w", r.AOR, err)
 	}
 	id := regID(r.Server, r.AOR, r.Contact)
-	err = putRegScript.Run(ctx, s.rdb,
-		[]string{s.k.reg(id), s.k.aor(r.AOR), s.k.srvRegs(r.Server)},
-		s.k.tag, r.Server, r.AOR, r.Contact, r.Expires.UnixMilli(), js, now.UnixMilli()).Err()
+	err = putRegsScript.Run(ctx, s.rdb, []string{s.k.reg(id), s.k.aor(r.AOR), s.k.srvRegs(r.Server)},
+		append([]any{s.k.tag, now.UnixMilli()}, args...)...).Err()
 	if err != nil {
 		return fmt.Errorf("redisstore: put registration %s: %w", r.AOR, err)
 	}
 	return nil
 }
 
+func regArgs(args []any, r state.Registration) ([]any, error) {
+	js, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	return append(args, r.Server, r.AOR, r.Contact, r.Expires.UnixMilli(), js), nil
+}
+
 // DeleteRegistration removes one contact.
 func (s *Store) DeleteRegistration(ctx context.Context, server, aor, contact string) error {
 	if err := (state.Registration{Server: server, AOR: aor, Contact: contact, Expires: time.Unix(1, 0)}).Validate(); err != nil {
-		return fmt.Errorf("redisstore: delete registration: %w", err)
+		return fmt.Errorf("redisstore: delete: %w", err)
 	}
 	id := regID(server, aor, contact)
-	err := delRegScript.Run(ctx, s.rdb, []string{s.k.reg(id), s.k.aor(aor), s.k.srvRegs(server)}, id).Err()
+	err := delRegsScript.Run(ctx, s.rdb, []string{s.k.reg(id), s.k.aor(aor), s.k.srvRegs(server)}, s.k.tag, id).Err()
 	if err != nil {
 		return fmt.Errorf("redisstore: delete registration %s: %w", aor, err)
 	}
 	return nil
 }
 
-// ReplaceRegistrations makes regs the whole truth for server, atomically.
-// Each registration's Server is set to server; expired ones are left out.
+// ReplaceRegistrations makes regs the whole truth for server. Each
+// registration's Server is set to server; expired ones are left out. It is
+// close to atomic: the new entries are written first, then the server's
+// other entries removed, in chunks of regChunk, so a lookup never misses a
+// contact that stays registered and Redis is never blocked for long.
 func (s *Store) ReplaceRegistrations(ctx context.Context, server string, regs []state.Registration) error {
 	if err := state.CheckName("server", server); err != nil {
 		return fmt.Errorf("redisstore: replace registrations: %w", err)
 	}
+	fail := func(err error) error {
+		return fmt.Errorf("redisstore: replace registrations of %s: %w", server, err)
+	}
 	now := time.Now()
-	args := make([]any, 0, 3+4*len(regs))
-	args = append(args, s.k.tag, server, now.UnixMilli())
+	keep := make(map[string]bool, len(regs))
+	var args []any
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
+		}
+		err := putRegsScript.Run(ctx, s.rdb, []string{s.k.srvRegs(server)},
+			append([]any{s.k.tag, now.UnixMilli()}, args...)...).Err()
+		args = args[:0]
+		return err
+	}
+	old, err := s.rdb.ZRange(ctx, s.k.srvRegs(server), 0, -1).Result()
+	if err != nil {
+		return fail(err)
+	}
 	for _, r := range regs {
 		r.Server = server
 		if err := r.Validate(); err != nil {
-			return fmt.Errorf("redisstore: replace registrations of %s: %w", server, err)
+			return fail(err)
 		}
 		if !r.Expires.After(now) {
 			continue
 		}
-		js, err := json.Marshal(r)
-		if err != nil {
-			return fmt.Errorf("redisstore: replace registrations of %s: %w", server, err)
+		keep[regID(r.Server, r.AOR, r.Contact)] = true
+		if args, err = regArgs(args, r); err != nil {
+			return fail(err)
 		}
-		args = append(args, r.AOR, r.Contact, r.Expires.UnixMilli(), js)
+		if len(args) >= 5*regChunk {
+			if err := flush(); err != nil {
+				return fail(err)
+			}
+		}
 	}
-	err := replaceRegsScript.Run(ctx, s.rdb, []string{s.k.srvRegs(server)}, args...).Err()
-	if err != nil {
-		return fmt.Errorf("redisstore: replace registrations of %s: %w", server, err)
+	if err := flush(); err != nil {
+		return fail(err)
+	}
+	var ids []any
+	for i, id := range old {
+		if !keep[id] {
+			ids = append(ids, id)
+		}
+		if len(ids) >= regChunk || i == len(old)-1 && len(ids) > 0 {
+			err := delRegsScript.Run(ctx, s.rdb, []string{s.k.srvRegs(server)}, append([]any{s.k.tag}, ids...)...).Err()
+			if err != nil {
+				return fail(err)
+			}
+			ids = ids[:0]
+		}
 	}
 	return nil
 }

@@ -61,6 +61,11 @@ func WithClientCerts() Option {
 	return func(s *Server) { s.tls, s.clientCerts = true, true }
 }
 
+// WithArgs adds raw redis-server arguments, one word each.
+func WithArgs(args ...string) Option {
+	return func(s *Server) { s.extra = append(s.extra, args...) }
+}
+
 // Server is one redis-server process under test control.
 type Server struct {
 	// Addr is the loopback host:port the server listens on (TLS when
@@ -78,6 +83,8 @@ type Server struct {
 	persist     bool
 	tls         bool
 	clientCerts bool
+	extra       []string
+	sentinel    string // config file when this is a Sentinel
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -211,6 +218,10 @@ func (s *Server) Log() string {
 
 func (s *Server) args() []string {
 	_, port, _ := net.SplitHostPort(s.Addr)
+	if s.sentinel != "" {
+		return []string{s.sentinel, "--sentinel", "--port", port, "--bind", "127.0.0.1",
+			"--logfile", "", "--daemonize", "no", "--protected-mode", "no"}
+	}
 	a := []string{"--bind", "127.0.0.1", "--save", "", "--dir", s.dir,
 		"--logfile", "", "--daemonize", "no", "--protected-mode", "no"}
 	if s.persist {
@@ -235,7 +246,7 @@ func (s *Server) args() []string {
 		a = append(a, "--user", "default", "off", "--user", s.aclUser, "on", ">"+s.aclPass)
 		a = append(a, strings.Fields(s.aclRules)...)
 	}
-	return a
+	return append(a, s.extra...)
 }
 
 func (s *Server) start() error {
@@ -253,7 +264,8 @@ func (s *Server) start() error {
 		for sc.Scan() {
 			line := sc.Text()
 			logBuf.WriteLine(line)
-			if strings.Contains(line, "Ready to accept connections") {
+			if strings.Contains(line, "Ready to accept connections") ||
+				s.sentinel != "" && strings.Contains(line, "+monitor master") {
 				once.Do(func() { close(ready) })
 			}
 		}

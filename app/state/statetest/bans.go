@@ -286,3 +286,43 @@ func testWatchEnds(t *testing.T, open Open) {
 		}
 	}
 }
+
+func testWatchEndsOnClose(t *testing.T, open Open) {
+	s := open(t)
+	bans, err := s.WatchBans(ctx(t))
+	if err != nil {
+		t.Fatalf("WatchBans: %v", err)
+	}
+	devs, err := s.WatchDeviceStates(ctx(t))
+	if err != nil {
+		t.Fatalf("WatchDeviceStates: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	for name, closed := range map[string]func() bool{
+		"ban":    func() bool { _, ok := <-bans; return !ok },
+		"device": func() bool { _, ok := <-devs; return !ok },
+	} {
+		done := make(chan bool, 1)
+		go func() {
+			for !closed() {
+			}
+			done <- true
+		}()
+		select {
+		case <-done:
+		case <-time.After(wait):
+			t.Fatalf("%s feed still open after Close", name)
+		}
+	}
+	if _, err := s.WatchBans(ctx(t)); err == nil {
+		t.Fatalf("WatchBans after Close: no error")
+	}
+	if err := s.PutBan(ctx(t), ban("192.0.2.1/32", 0)); err == nil {
+		t.Fatalf("PutBan after Close: no error")
+	}
+}

@@ -13,7 +13,8 @@ import (
 // Open returns a Store for test t. Each distinct t must get fresh, empty
 // state; calling Open again with the same t must return another Store on
 // that same state (what a second agent would see). Open registers the
-// Stores' Close with t.Cleanup; the suite never closes them itself.
+// Stores' Close with t.Cleanup; the suite closes a Store itself only in
+// WatchEndsOnClose, so Close must be safe to call twice.
 type Open func(t *testing.T) state.Store
 
 // Run runs the whole suite as subtests of t.
@@ -31,6 +32,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("BanExpires", func(t *testing.T) { testBanExpires(t, open) })
 	t.Run("WatchBans", func(t *testing.T) { testWatchBans(t, open) })
 	t.Run("WatchEndsWithContext", func(t *testing.T) { testWatchEnds(t, open) })
+	t.Run("WatchEndsOnClose", func(t *testing.T) { testWatchEndsOnClose(t, open) })
 	t.Run("Heartbeat", func(t *testing.T) { testHeartbeat(t, open) })
 	t.Run("DevicePutAndWatch", func(t *testing.T) { testDevicePutWatch(t, open) })
 	t.Run("DeviceReplace", func(t *testing.T) { testDeviceReplace(t, open) })

@@ -274,6 +274,9 @@ func (p *Phone) Do(ctx context.Context, req []byte) (*Response, error) {
 			}
 			return nil, fmt.Errorf("sipua: receive: %w", err)
 		}
+		if p.answerRequest(raw) {
+			continue
+		}
 		r, err := ParseResponse(raw)
 		if err != nil || r.Get("CSeq") != wantCSeq || r.Status < 200 {
 			continue
@@ -283,6 +286,58 @@ func (p *Phone) Do(ctx context.Context, req []byte) (*Response, error) {
 		p.mu.Unlock()
 		return r, nil
 	}
+}
+
+// Listen answers the registrar's OPTIONS (qualify) for d, or until ctx
+// ends; a phone that should look unreachable simply does not listen.
+func (p *Phone) Listen(ctx context.Context, d time.Duration) error {
+	end := time.Now().Add(d)
+	for ctx.Err() == nil && time.Now().Before(end) {
+		deadline := time.Now().Add(100 * time.Millisecond)
+		if end.Before(deadline) {
+			deadline = end
+		}
+		_ = p.conn.SetReadDeadline(deadline)
+		raw, err := p.read()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			_ = p.conn.SetReadDeadline(time.Time{})
+			return fmt.Errorf("sipua: listen: %w", err)
+		}
+		p.answerRequest(raw)
+	}
+	_ = p.conn.SetReadDeadline(time.Time{})
+	return nil
+}
+
+// answerRequest answers an OPTIONS with 200 OK; it reports whether raw was
+// a request (which Do must not take for its response).
+func (p *Phone) answerRequest(raw []byte) bool {
+	if strings.HasPrefix(string(raw), "SIP/2.0 ") {
+		return false
+	}
+	method, _, _ := strings.Cut(string(raw), " ")
+	if method != "OPTIONS" {
+		return true
+	}
+	var b strings.Builder
+	b.WriteString("SIP/2.0 200 OK\r\n")
+	for _, l := range strings.Split(string(raw), "\n") {
+		l = strings.TrimSuffix(l, "\r")
+		k, _, _ := strings.Cut(l, ":")
+		switch strings.ToLower(strings.TrimSpace(k)) {
+		case "via", "from", "call-id", "cseq":
+			b.WriteString(l + "\r\n")
+		case "to":
+			b.WriteString(l + ";tag=" + randHex(8) + "\r\n")
+		}
+	}
+	b.WriteString("Allow: OPTIONS, INVITE, ACK, BYE, CANCEL\r\nContent-Length: 0\r\n\r\n")
+	_, _ = p.conn.Write([]byte(b.String()))
+	return true
 }
 
 func (p *Phone) read() ([]byte, error) {

@@ -5,8 +5,9 @@
 //	asterisk-sim -system-name aim-a -entity-id 02:00:00:00:00:0a \
 //	    -ami 127.0.0.1:5038 -sip 127.0.0.1:5060 -http 127.0.0.1:8088 -control 127.0.0.1:8089 \
 //	    -endpoint 1001:pw1001 -endpoint 1002:pw1002 -ami-user aim:aimsecret -ari-user aim:aimsecret \
-//	    -security-log /tmp/aim-a/security -state-dir /tmp/aim-a
+//	    -security-log /tmp/aim-a/security -messages-log /tmp/aim-a/messages -state-dir /tmp/aim-a
 //	asterisk-sim demo   # two servers, aim-a on 127.0.0.1 and aim-b on 127.0.0.2
+//	asterisk-sim phone -server 127.0.0.1:5060 -user 1001 -password pw1001 -hold   # a phone (see phone.go)
 package main
 
 import (
@@ -31,6 +32,9 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "asterisk-sim:", err)
+		if errors.Is(err, errDropped) {
+			os.Exit(exitDropped)
+		}
 		os.Exit(1)
 	}
 }
@@ -50,8 +54,13 @@ func (p pairs) Set(v string) error {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "demo" {
-		return demo(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "demo":
+			return demo(ctx, args[1:], stdout, stderr)
+		case "phone":
+			return phone(ctx, args[1:], stdout, stderr)
+		}
 	}
 	fs := flag.NewFlagSet("asterisk-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -67,10 +76,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Var(pairs(cfg.ARIUsers), "ari-user", "ARI user:password (repeatable)")
 	fs.StringVar(&cfg.Realm, "realm", "asterisk", "SIP digest realm")
 	fs.StringVar(&cfg.SecurityLogPath, "security-log", "", "security log file (logger.conf security => security)")
+	fs.StringVar(&cfg.MessagesLogPath, "messages-log", "", "messages log file (NOTICE lines of failed logins)")
 	fs.StringVar(&cfg.StateDir, "state-dir", "", "directory where Stasis: device states persist")
 	fs.DurationVar(&cfg.AuthFailDelay, "auth-fail-delay", time.Second, "delay before a failed AMI login reply")
 	fs.BoolVar(&cfg.PlainHints, "plain-hints", false, "hints PJSIP/<ext> instead of PJSIP/<ext>&Stasis:<ext>")
 	fs.BoolVar(&cfg.RemoveExisting, "remove-existing", false, "a new contact replaces the registered one (else 403)")
+	fs.DurationVar(&cfg.QualifyFrequency, "qualify", 0, "qualify contacts with OPTIONS this often (0: NonQualified)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -111,7 +122,8 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Endpoints:       map[string]string{"1001": "pw1001", "1002": "pw1002", "1003": "pw1003", "1004": "pw1004"},
 			AMIUsers:        map[string]string{"aim": "aimsecret"},
 			ARIUsers:        map[string]string{"aim": "aimsecret"},
-			SecurityLogPath: filepath.Join(d, "security"), StateDir: d, AuthFailDelay: *delay,
+			SecurityLogPath: filepath.Join(d, "security"), MessagesLogPath: filepath.Join(d, "messages"),
+			StateDir: d, AuthFailDelay: *delay,
 		}
 	}
 	cfgs := []asterisksim.Config{base("aim-a", "127.0.0.1", "02:00:00:00:00:0a"), base("aim-b", "127.0.0.2", "02:00:00:00:00:0b")}

@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 
-pkgs=(redis-server redis-tools nftables ipset iptables iproute2 fail2ban python3-pyinotify procps psmisc)
+pkgs=(curl redis-server redis-tools nftables ipset iptables iproute2 fail2ban python3-pyinotify procps psmisc)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,0 +1,43 @@
+package finder
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	simagi "github.com/asterisksupport/doorman/integration/asterisksim/agi"
+)
+
+// TestWithSimulatedAsterisk runs dialLocal through the Asterisk simulator's
+// AGI() implementation (the bytes of agi-session.txt), in both dialplan forms,
+// and with the caller hanging up mid-session.
+func TestWithSimulatedAsterisk(t *testing.T) {
+	r := newAGIRig(t, testConfig())
+	r.seed("aim-a", "1001", "sip:1001@127.0.0.1:5070")
+	r.seed("aim-b", "2001", "sip:2001@10.9.0.1:5060")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for appData, want := range map[string][2]string{
+		"agi://" + r.addr + "/dialLocal,1001,25,TtWw,1001": {"PJSIP/1001,25,TtWw", StatusLocal},
+		"agi://" + r.addr + ",dialLocal,2001,25,TtWw":      {"PJSIP/doorman-interserver/sip:2001@10.0.0.2:5060,25,TtWw", StatusRemote},
+		"agi://" + r.addr + "/dialLocal,4242":              {"", StatusNotFound},
+		"agi://" + r.addr + "/dialLocal,1001,25,U(evil)":   {"", StatusInvalid},
+	} {
+		res, err := simagi.DialApp(ctx, appData, simagi.Channel{})
+		if err != nil {
+			t.Fatalf("%s: %v", appData, err)
+		}
+		if res.Status != "SUCCESS" || res.Vars[VarDialString] != want[0] || res.Vars[VarDialStatus] != want[1] {
+			t.Errorf("%s: AGISTATUS=%s dialString=%q dialStatus=%q, want %q", appData, res.Status,
+				res.Vars[VarDialString], res.Vars[VarDialStatus], want)
+		}
+	}
+	res, err := simagi.DialApp(ctx, "agi://"+r.addr+"/dialLocal,1001,25,TtWw", simagi.Channel{}, simagi.WithHangupDuring(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.HungUp || res.Vars[VarDialStatus] != "" {
+		t.Errorf("hangup during the first command: %+v", res)
+	}
+	waitFor(t, "sessions ended", func() bool { return r.srv.live.Load() == 0 })
+}

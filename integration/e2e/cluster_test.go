@@ -1,0 +1,297 @@
+// Package e2e runs doorman end to end: real doorman agents beside simulated
+// Asterisk servers, each in its own network namespace, with a real Redis on
+// another host, real kernel firewall sets, and real SIP/AMI traffic from
+// attacker and phone hosts.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/asterisksupport/doorman/integration/asterisksim/sipua"
+	"github.com/asterisksupport/doorman/integration/harness"
+)
+
+const (
+	apiToken  = "e2e-token"
+	amiSecret = "e2e-ami-secret"
+	ariPass   = "e2e-ari-pass"
+)
+
+// opts shape a cluster.
+type opts struct {
+	servers   int
+	backend   string // nftables | ipset
+	noRedis   bool
+	trusted   []string // extra never_ban entries
+	banTime   string
+	permAfter int
+	extra     string // appended YAML
+}
+
+type cluster struct {
+	t       *testing.T
+	bed     *harness.Bed
+	bin     string
+	servers []*server
+	redis   *harness.Redis
+	opts    opts
+}
+
+type server struct {
+	c       *cluster
+	name    string
+	host    *harness.Host
+	dir     string
+	sim     *harness.Proc
+	agent   *harness.Proc
+	cfgPath string
+}
+
+func newCluster(t *testing.T, o opts) *cluster {
+	t.Helper()
+	harness.RequireRoot(t)
+	if o.servers == 0 {
+		o.servers = 2
+	}
+	if o.backend == "" {
+		o.backend = "nftables"
+	}
+	if o.banTime == "" {
+		o.banTime = "3s"
+	}
+	c := &cluster{t: t, bed: harness.New(t), bin: harness.Binaries(t), opts: o}
+	for i := 0; i < o.servers; i++ {
+		name := fmt.Sprintf("srv%c", 'a'+i)
+		c.servers = append(c.servers, &server{c: c, name: name, host: c.bed.AddHost(name), dir: t.TempDir()})
+	}
+	if !o.noRedis {
+		c.redis = c.bed.AddHost("redis").StartRedis(t)
+	}
+	for _, s := range c.servers {
+		s.startSim()
+	}
+	for _, s := range c.servers {
+		s.writeConfig()
+		s.startAgent()
+	}
+	for _, s := range c.servers {
+		s.waitHealthy("intrusion")
+	}
+	return c
+}
+
+func (s *server) startSim() {
+	t := s.c.t
+	t.Helper()
+	n := len(s.name)
+	s.sim = s.host.Start(t, s.name+"-sim", filepath.Join(s.c.bin, "asterisk-sim"),
+		"-system-name", s.name, "-entity-id", fmt.Sprintf("02:00:00:00:00:%02x", s.name[n-1]),
+		"-ami", "0.0.0.0:5038", "-sip", "[::]:5060", "-http", "127.0.0.1:8088", "-control", "127.0.0.1:8089",
+		"-ami-user", "doorman:"+amiSecret, "-ari-user", "doorman:"+ariPass,
+		"-endpoint", "1001:pw1001", "-endpoint", "1002:pw1002", "-endpoint", "1003:pw1003",
+		"-security-log", filepath.Join(s.dir, "security"), "-state-dir", filepath.Join(s.dir, "astdb"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.host.WaitTCP(ctx, "127.0.0.1:5038"); err != nil {
+		t.Fatalf("%s: simulator AMI not up: %v", s.name, err)
+	}
+}
+
+var configTemplate = template.Must(template.New("cfg").Parse(`
+server:
+  name: {{.Name}}
+  sip_addr: "{{.IP}}:5060"
+  cluster: [{{range $i, $a := .Cluster}}{{if $i}}, {{end}}"{{$a}}"{{end}}]
+  heartbeat_ttl: 3s
+ami: {addr: "127.0.0.1:5038", username: doorman, secret: "{{.AMISecret}}"}
+ari: {url: "http://127.0.0.1:8088/ari", username: doorman, password: "{{.ARIPass}}", application: doorman}
+store:
+  embedded_path: "{{.Dir}}/state.db"
+{{- if .Redis}}
+  redis: {addrs: ["{{.Redis}}"]}
+{{- end}}
+firewall: {backend: {{.Backend}}, table: doorman}
+api: {listen: "127.0.0.1:9485", token: "{{.Token}}"}
+log_level: debug
+intrusion:
+  ban_time: {{.BanTime}}
+  permanent_after: {{.PermAfter}}
+  reconcile_interval: 500ms
+  never_ban: [{{range $i, $a := .Trusted}}{{if $i}}, {{end}}"{{$a}}"{{end}}]
+finder:
+  listen: "0.0.0.0:4573"
+{{.Extra}}
+`))
+
+func (s *server) writeConfig() {
+	t := s.c.t
+	var cluster []string
+	for _, o := range s.c.servers {
+		cluster = append(cluster, o.host.IPv4.String(), o.host.IPv6.String())
+	}
+	redis := ""
+	if s.c.redis != nil {
+		redis = s.c.redis.Addr
+	}
+	perm := s.c.opts.permAfter
+	var b bytes.Buffer
+	err := configTemplate.Execute(&b, map[string]any{
+		"Name": s.name, "IP": s.host.IPv4, "Cluster": cluster, "AMISecret": amiSecret, "ARIPass": ariPass,
+		"Dir": s.dir, "Redis": redis, "Backend": s.c.opts.backend, "Token": apiToken, "BanTime": s.c.opts.banTime,
+		"PermAfter": perm, "Trusted": s.c.opts.trusted, "Extra": s.c.opts.extra,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cfgPath = filepath.Join(s.dir, "doorman.yaml")
+	if err := os.WriteFile(s.cfgPath, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *server) startAgent() {
+	s.c.t.Helper()
+	s.agent = s.host.Start(s.c.t, s.name+"-doorman", filepath.Join(s.c.bin, "doorman"), "agent", "-c", s.cfgPath)
+}
+
+// restartAgent stops the agent (SIGTERM) and starts a new one.
+func (s *server) restartAgent() {
+	s.agent.Stop()
+	s.startAgent()
+	s.waitHealthy("intrusion")
+}
+
+// api calls the agent's HTTP API from inside the server's namespace.
+func (s *server) api(method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://127.0.0.1:9485"+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+apiToken)
+	resp, err := s.host.HTTPClient(3 * time.Second).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, b)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+func (s *server) waitHealthy(jobs ...string) {
+	t := s.c.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := harness.Eventually(ctx, func() error {
+		if ok, err := s.agent.Exited(); ok {
+			t.Fatalf("%s: agent exited: %v", s.name, err)
+		}
+		var h map[string]string
+		resp, err := s.host.HTTPClient(2 * time.Second).Get("http://127.0.0.1:9485/healthz")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+			return err
+		}
+		for _, j := range jobs {
+			if h[j] != "ok" {
+				return fmt.Errorf("%s: %s", j, h[j])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: agent not healthy: %v", s.name, err)
+	}
+}
+
+// sipTarget is the server's SIP address as seen from the bed (IPv4 or IPv6).
+func (s *server) sipTarget(v6 bool) string {
+	if v6 {
+		return net.JoinHostPort(s.host.IPv6.String(), "5060")
+	}
+	return net.JoinHostPort(s.host.IPv4.String(), "5060")
+}
+
+// phone makes a SIP user agent inside h, bound to local (ip, port 0 = any).
+func phone(t *testing.T, h *harness.Host, local, server, user, password string) *sipua.Phone {
+	t.Helper()
+	var p *sipua.Phone
+	err := h.Do(func() (err error) {
+		p, err = sipua.New(context.Background(), sipua.Config{Server: server, LocalAddr: net.JoinHostPort(local, "0"),
+			User: user, Password: password, Timeout: time.Second})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("phone in %s: %v", h.Name, err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// answered reports whether a REGISTER from p gets any response.
+func answered(p *sipua.Phone) (int, error) {
+	p.NewDialog()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := p.Register(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return resp.Status, nil
+}
+
+// waitDropped waits until p's REGISTERs get no answer (the kernel drops them).
+func waitDropped(t *testing.T, p *sipua.Phone, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := harness.Eventually(ctx, func() error {
+		if st, err := answered(p); !errors.Is(err, sipua.ErrTimeout) {
+			return fmt.Errorf("still answered (status %d, err %v)", st, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%s: not dropped: %v", what, err)
+	}
+}
+
+// waitAnswered waits until p's REGISTERs are answered again.
+func waitAnswered(t *testing.T, p *sipua.Phone, within time.Duration, what string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var st int
+	if err := harness.Eventually(ctx, func() (err error) {
+		st, err = answered(p)
+		return err
+	}); err != nil {
+		t.Fatalf("%s: not answered: %v", what, err)
+	}
+	return st
+}
