@@ -150,10 +150,11 @@ func TestRealRedisCluster(t *testing.T) {
 		t.Fatal("operator ban with Redis down reported success")
 	}
 	srv.Restart()
+	// (The 1 s ban of q may well have expired by then, and an expired ban
+	// is not worth writing; the permanent one must arrive.)
 	eventually(t, "catch-up reaches pbx-b", func() bool {
-		in1, _ := fwB.has(q)
-		in2, perm := fwB.has(pfx("203.0.113.0/24"))
-		return in1 && in2 && perm
+		in, perm := fwB.has(pfx("203.0.113.0/24"))
+		return in && perm
 	})
 }
 
@@ -173,10 +174,10 @@ func TestRealEmbeddedStore(t *testing.T) {
 	}
 	m.Handle(failed("[2001:db8:77::2]:5060", "e3"))
 	eventually(t, "permanent ban", func() bool { _, perm := fw.has(p); return perm })
-	bans, err := store.ListBans(context.Background())
-	if err != nil || len(bans) != 1 || !bans[0].Permanent || bans[0].Prefix != p {
-		t.Fatalf("stored bans %+v, %v", bans, err)
-	}
+	eventually(t, "permanent ban stored", func() bool {
+		bans, err := store.ListBans(context.Background())
+		return err == nil && len(bans) == 1 && bans[0].Permanent && bans[0].Prefix == p
+	})
 	if err := m.Unban(context.Background(), pfx("2001:db8:77::9/128")); err != nil {
 		t.Fatal(err)
 	}
