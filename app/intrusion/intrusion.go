@@ -327,7 +327,9 @@ func (m *Monitor) banLocked(p netip.Prefix, rec *record, now, recv time.Time, re
 	} else {
 		b.Expires = now.Add(m.banDuration(rec.escal))
 		rec.escal++
-		m.counters.enqueue(counterOp{kind: opEscalate, prefix: p, recv: recv})
+		if m.cfg.PermanentAfter > 0 || m.cfg.BanTimeFactor > 1 { // else nobody reads the count
+			m.counters.enqueue(counterOp{kind: opEscalate, prefix: p, recv: recv})
+		}
 	}
 	m.setBanLocked(b, false, recv)
 	m.met.bans.WithLabelValues(kind(b.Permanent), "local").Inc()
