@@ -1,6 +1,7 @@
 package aritest
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -27,6 +28,7 @@ type Server struct {
 	paths   []string // method, escaped path and query of every request
 	subs    []string // eventSource of every subscription POST
 	conns   []*wsConn
+	joined  chan struct{} // closed and replaced whenever a websocket registers
 	block   chan struct{}
 	putErr  map[string]int
 	onPut   func(name, state string)
@@ -39,7 +41,8 @@ type wsConn struct {
 
 // NewServer starts a server accepting user/pass; Close stops it.
 func NewServer(user, pass string) *Server {
-	s := &Server{user: user, pass: pass, stasis: map[string]string{}, devices: map[string]string{}, putErr: map[string]int{}}
+	s := &Server{user: user, pass: pass, stasis: map[string]string{}, devices: map[string]string{}, putErr: map[string]int{},
+		joined: make(chan struct{})}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
 }
@@ -84,6 +87,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		s.mu.Lock()
 		s.conns = append(s.conns, &wsConn{c: c})
+		close(s.joined)
+		s.joined = make(chan struct{})
 		s.mu.Unlock()
 		go func() { // read until closed; answers pings
 			for {
@@ -97,6 +102,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			"config": map[string]any{"name": "aim-a", "default_language": "en"},
 			"status": map[string]string{"startup_time": "2026-11-25T11:26:23.659+0000"}})
 	case strings.HasPrefix(path, "/applications/") && r.Method == http.MethodPost:
+		// Asterisk registers an application before its websocket's 101
+		// goes out; gorilla registers here only after, so a client's
+		// subscription POST could overtake it. Wait for the websocket, as
+		// the real order guarantees.
+		s.waitConn(r.Context())
 		s.mu.Lock()
 		s.subs = append(s.subs, r.URL.Query().Get("eventSource"))
 		s.mu.Unlock()
@@ -189,6 +199,23 @@ func (s *Server) Send(device, state string) {
 		c.mu.Lock()
 		_ = c.c.WriteMessage(websocket.TextMessage, []byte(msg))
 		c.mu.Unlock()
+	}
+}
+
+// waitConn returns once a websocket is registered, or when ctx ends.
+func (s *Server) waitConn(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		n, joined := len(s.conns), s.joined
+		s.mu.Unlock()
+		if n > 0 {
+			return
+		}
+		select {
+		case <-joined:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
