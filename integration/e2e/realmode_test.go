@@ -28,6 +28,7 @@ const realModeEnv = "DOORMAN_E2E_REALMODE"
 // out of reach), writes a targets file and runs the test again in a client
 // namespace with DOORMAN_E2E_TARGETS set. Every subtest must pass except
 // those listed as needing the suite's own bed or a call.
+// DOORMAN_E2E_REALMODE_OUTPUT=1 with -v also logs each run's whole output.
 func TestRealModeAgainstSimulators(t *testing.T) {
 	if loadTargets(t) != nil {
 		t.Skip("already running against real targets")
@@ -83,6 +84,9 @@ func TestRealModeAgainstSimulators(t *testing.T) {
 			}
 			if err != nil || results[tc.test] != "PASS" || len(bad) > 0 || len(results) < 3 {
 				t.Fatalf("%s against simulators as real targets: %v; %s; unexpected: %q\n%s", tc.test, err, results[tc.test], bad, out)
+			}
+			if testing.Verbose() && os.Getenv("DOORMAN_E2E_REALMODE_OUTPUT") != "" {
+				t.Log(out)
 			}
 			for _, l := range strings.Split(out, "\n") {
 				if strings.Contains(l, "real targets:") {
