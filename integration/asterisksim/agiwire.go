@@ -51,6 +51,11 @@ func (s *Sim) initAGI() {
 		}
 		return out, err
 	}
+	s.core.runAGI = func(ctx context.Context, appData string, ch agi.Channel, opts ...agi.Option) (*agi.Result, error) {
+		ch.Version = s.cfg.Version
+		opts = append([]agi.Option{agi.WithDialStatus(s.dialStatus), agi.WithLogger(s.log.With("component", "agi"))}, opts...)
+		return agi.DialApp(ctx, appData, ch, opts...)
+	}
 }
 
 // dialStatus decides DIALSTATUS for EXEC Dial: a local PJSIP/<ext> answers

@@ -289,6 +289,7 @@ var amiActions = map[string]amiAction{
 	"extensionstate":     {"call", (*amiSession).extensionState},
 	"getvar":             {"call", (*amiSession).getvar},
 	"originate":          {"originate", (*amiSession).originate},
+	"command":            {"command", (*amiSession).command},
 }
 
 // ---- authentication ----

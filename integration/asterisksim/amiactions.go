@@ -74,13 +74,6 @@ func (s *amiSession) getvar(m *amiMessage) bool {
 	return s.write(resp(m, "Success", "", kv{"Variable", v}, kv{"Value", ""}))
 }
 
-func (s *amiSession) originate(m *amiMessage) bool {
-	if m.get("Channel") == "" {
-		return s.write(resp(m, "Error", "Channel not specified"))
-	}
-	return s.write(resp(m, "Error", "Originate failed"))
-}
-
 // ---- lists ----
 
 func (s *amiSession) listStart(m *amiMessage, msg string) []byte {

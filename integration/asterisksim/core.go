@@ -1,6 +1,7 @@
 package asterisksim
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/asterisksupport/doorman/integration/asterisksim/agi"
 	"github.com/asterisksupport/doorman/integration/asterisksim/ari"
 )
 
@@ -60,6 +62,11 @@ type core struct {
 	stasis     map[string]string   // "Stasis:x" -> state (what ARI GET shows)
 	hintStasis map[string]string   // "Stasis:x" -> last value the hints saw (survives DELETE)
 	extLast    map[string]int      // extension -> last reported extension state
+
+	// runAGI runs AGI() for an Originate into E2EContext; restart restarts
+	// the whole simulator (AMI "core restart now"). Set once by Sim.New.
+	runAGI  func(ctx context.Context, appData string, ch agi.Channel, opts ...agi.Option) (*agi.Result, error)
+	restart func()
 }
 
 var _ ari.Backend = (*core)(nil)

@@ -6,7 +6,8 @@
 //   - an AMI server (TCP): banner, plaintext and MD5 (Challenge) login with
 //     Asterisk's 1 s delay on failure, Events, Ping, CoreSettings, CoreStatus,
 //     UserEvent, PJSIPShowContacts, PJSIPShowEndpoints, ExtensionStateList,
-//     DeviceStateList, ExtensionState, and Asterisk's error replies; the event
+//     DeviceStateList, ExtensionState, Originate of Local/agi@doorman-e2e and
+//     Command "core restart now" (see below), and Asterisk's error replies; the event
 //     stream (security events, PeerStatus, ContactStatus, DeviceStateChange,
 //     ExtensionStatus, FullyBooted) filtered by the session's event mask and
 //     the user's read classes;
@@ -39,4 +40,22 @@
 //	                                                                    -> AGIResult (501 without a FastAGI client)
 //
 // Errors come back as {"message": "..."} with a 4xx/5xx status.
+//
+// # Real-server equivalents on AMI (inferred, not captured)
+//
+// The end-to-end suite drives a real Asterisk through AMI where the control
+// API is not available, and runs that same path against simulators to prove
+// it. No transcript holds these exchanges, so they follow Asterisk's
+// documentation and source rather than recorded bytes:
+//
+//   - Originate with Channel Local/agi@doorman-e2e (the only dialplan the
+//     simulator knows: asterisk-conf/test-extensions.conf's [doorman-e2e],
+//     hard-wired in originate.go) answers "Originate successfully queued",
+//     raises OriginateResponse, runs AGI(${BASE64_DECODE(${E2E_AGI})}) on the
+//     ;2 channel with the Originate's Variable headers as channel variables,
+//     raises AGIExecStart/AGIExecEnd per command and then the UserEvent
+//     DoormanE2E with ID, AGISTATUS, dialStatus and base64 dialString. Any
+//     other channel gets "Originate failed", as before.
+//   - Command "core restart now" answers Success and restarts the simulator
+//     (like POST /control/restart); other CLI commands get "No such command".
 package asterisksim

@@ -63,6 +63,14 @@ func New(cfg Config, log *slog.Logger) (*Sim, error) {
 	s := &Sim{cfg: cfg, log: log, core: c, conns: newConnSet(),
 		amiAddr: cfg.AMIAddr, sipAddr: cfg.SIPAddr, httpAddr: cfg.HTTPAddr, ctlAddr: cfg.ControlAddr}
 	s.initHTTP()
+	c.restart = func() {
+		// Not on the AMI session's goroutine: Restart waits for it to end.
+		go func() {
+			if err := s.Restart(context.Background()); err != nil {
+				s.log.Warn("restart from AMI Command", "err", err)
+			}
+		}()
+	}
 	return s, nil
 }
 

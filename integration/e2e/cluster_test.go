@@ -2,6 +2,11 @@
 // Asterisk servers, each in its own network namespace, with a real Redis on
 // another host, real kernel firewall sets, and real SIP/AMI traffic from
 // attacker and phone hosts.
+//
+// With DOORMAN_E2E_TARGETS naming a targets file (targets.example.yaml) the
+// same tests run against real Asterisk servers and the agents beside them:
+// target_test.go holds the two sides (simulator control API, or AMI and ARI),
+// and steps a real deployment cannot do skip, saying why.
 package e2e
 
 import (
@@ -15,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"text/template"
 	"time"
@@ -29,7 +35,8 @@ const (
 	ariPass   = "e2e-ari-pass"
 )
 
-// opts shape a cluster.
+// opts shape a cluster of simulators; with real targets only servers
+// counts (the agents' own configuration decides the rest).
 type opts struct {
 	servers   int
 	backend   string // nftables | ipset
@@ -38,20 +45,38 @@ type opts struct {
 	banTime   string
 	permAfter int
 	extra     string // appended YAML
+	// exposed makes the agents' API and the simulators' ARI listen on the
+	// bed's addresses, so that a client namespace can use them as real
+	// targets (TestRealModeAgainstSimulators).
+	exposed bool
 }
 
 type cluster struct {
 	t       *testing.T
-	bed     *harness.Bed
+	real    *harness.Targets // nil: simulators started by the suite
+	bed     *harness.Bed     // simulators only
 	bin     string
 	servers []*server
-	redis   *harness.Redis
+	redis   *harness.Redis // simulators only
 	opts    opts
 }
 
+// server is one Asterisk (simulated or real) and the doorman agent beside it.
 type server struct {
-	c       *cluster
-	name    string
+	c    *cluster
+	name string
+	ast  asterisk
+
+	sipAddr string // the agent's server.sip_addr, and where IPv4 clients send SIP
+	sip6    string // SIP over IPv6; "" when unknown
+	amiAddr string // AMI as the clients reach it
+	amiUser string // an AMI user the clients may try (and fail) to log in as
+	apiURL  string // the agent's HTTP API
+	token   string
+	fastAGI string // the agent's FastAGI address as Asterisk reaches it
+	httpc   func(timeout time.Duration) *http.Client
+
+	// simulators only
 	host    *harness.Host
 	dir     string
 	sim     *harness.Proc
@@ -61,10 +86,13 @@ type server struct {
 
 func newCluster(t *testing.T, o opts) *cluster {
 	t.Helper()
-	harness.RequireRoot(t)
 	if o.servers == 0 {
 		o.servers = 2
 	}
+	if tg := loadTargets(t); tg != nil {
+		return newRealCluster(t, o, tg)
+	}
+	harness.RequireRoot(t)
 	if o.backend == "" {
 		o.backend = "nftables"
 	}
@@ -74,7 +102,12 @@ func newCluster(t *testing.T, o opts) *cluster {
 	c := &cluster{t: t, bed: harness.New(t), bin: harness.Binaries(t), opts: o}
 	for i := 0; i < o.servers; i++ {
 		name := fmt.Sprintf("srv%c", 'a'+i)
-		c.servers = append(c.servers, &server{c: c, name: name, host: c.bed.AddHost(name), dir: t.TempDir()})
+		h := c.bed.AddHost(name)
+		c.servers = append(c.servers, &server{c: c, name: name, host: h, dir: t.TempDir(),
+			ast:     &simAsterisk{name: name, host: h},
+			sipAddr: net.JoinHostPort(h.IPv4.String(), "5060"), sip6: net.JoinHostPort(h.IPv6.String(), "5060"),
+			amiAddr: net.JoinHostPort(h.IPv4.String(), "5038"), amiUser: "doorman",
+			apiURL: "http://127.0.0.1:9485", token: apiToken, fastAGI: "127.0.0.1:4573", httpc: h.HTTPClient})
 	}
 	if !o.noRedis {
 		c.redis = c.bed.AddHost("redis").StartRedis(t)
@@ -92,13 +125,50 @@ func newCluster(t *testing.T, o opts) *cluster {
 	return c
 }
 
+// newRealCluster uses the first o.servers servers of the targets file and
+// the agents beside them; it starts nothing.
+func newRealCluster(t *testing.T, o opts, tg *harness.Targets) *cluster {
+	t.Helper()
+	if len(tg.Servers) < o.servers {
+		t.Skipf("real targets: this test needs %d servers; the targets file lists %d", o.servers, len(tg.Servers))
+	}
+	c := &cluster{t: t, real: tg, opts: o}
+	plain := func(timeout time.Duration) *http.Client { return &http.Client{Timeout: timeout} }
+	for i, ts := range tg.Servers[:o.servers] {
+		c.servers = append(c.servers, &server{c: c, name: ts.Name, ast: newRealAsterisk(t, i, ts),
+			sipAddr: ts.SIP.UDP, sip6: ts.SIP.UDP6, amiAddr: ts.AMI.Addr, amiUser: ts.AMI.Username,
+			apiURL: strings.TrimSuffix(ts.Agent.API, "/"), token: ts.Agent.Token, fastAGI: ts.Agent.FastAGI, httpc: plain})
+	}
+	for _, s := range c.servers {
+		s.waitHealthy("intrusion")
+	}
+	return c
+}
+
+// password is the password of ext's account on every server.
+func (c *cluster) password(ext string) string {
+	if c.real != nil {
+		return c.real.Accounts[ext].Password
+	}
+	return "pw" + ext
+}
+
+// requireSim skips t with real targets: what needs names something only
+// the suite's own bed can do.
+func (c *cluster) requireSim(t *testing.T, what string) {
+	t.Helper()
+	if c.real != nil {
+		t.Skipf("real targets: %s needs the suite's own bed (simulators, agents and Redis it started)", what)
+	}
+}
+
 func (s *server) startSim() {
 	t := s.c.t
 	t.Helper()
 	n := len(s.name)
 	s.sim = s.host.Start(t, s.name+"-sim", filepath.Join(s.c.bin, "asterisk-sim"),
 		"-system-name", s.name, "-entity-id", fmt.Sprintf("02:00:00:00:00:%02x", s.name[n-1]),
-		"-ami", "0.0.0.0:5038", "-sip", "[::]:5060", "-http", "127.0.0.1:8088", "-control", "127.0.0.1:8089",
+		"-ami", "0.0.0.0:5038", "-sip", "[::]:5060", "-http", s.listen("8088"), "-control", "127.0.0.1:8089",
 		"-ami-user", "doorman:"+amiSecret, "-ari-user", "doorman:"+ariPass,
 		"-endpoint", "1001:pw1001", "-endpoint", "1002:pw1002", "-endpoint", "1003:pw1003",
 		"-security-log", filepath.Join(s.dir, "security"), "-state-dir", filepath.Join(s.dir, "astdb"))
@@ -123,7 +193,7 @@ store:
   redis: {addrs: ["{{.Redis}}"]}
 {{- end}}
 firewall: {backend: {{.Backend}}, table: doorman}
-api: {listen: "127.0.0.1:9485", token: "{{.Token}}"}
+api: {listen: "{{.APIListen}}", token: "{{.Token}}"}
 log_level: debug
 intrusion:
   ban_time: {{.BanTime}}
@@ -150,7 +220,7 @@ func (s *server) writeConfig() {
 	err := configTemplate.Execute(&b, map[string]any{
 		"Name": s.name, "IP": s.host.IPv4, "Cluster": cluster, "AMISecret": amiSecret, "ARIPass": ariPass,
 		"Dir": s.dir, "Redis": redis, "Backend": s.c.opts.backend, "Token": apiToken, "BanTime": s.c.opts.banTime,
-		"PermAfter": perm, "Trusted": s.c.opts.trusted, "Extra": s.c.opts.extra,
+		"PermAfter": perm, "Trusted": s.c.opts.trusted, "Extra": s.c.opts.extra, "APIListen": s.listen("9485"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -161,31 +231,50 @@ func (s *server) writeConfig() {
 	}
 }
 
+// listen is where a simulator-side service listens: loopback, or every
+// address when the cluster is exposed.
+func (s *server) listen(port string) string {
+	if s.c.opts.exposed {
+		return "0.0.0.0:" + port
+	}
+	return "127.0.0.1:" + port
+}
+
 func (s *server) startAgent() {
 	s.c.t.Helper()
 	s.agent = s.host.Start(s.c.t, s.name+"-doorman", filepath.Join(s.c.bin, "doorman"), "agent", "-c", s.cfgPath)
 }
 
 // restartAgent stops the agent (SIGTERM) and starts a new one.
-func (s *server) restartAgent() {
+func (s *server) restartAgent(t *testing.T) {
+	t.Helper()
+	s.c.requireSim(t, "restarting the doorman agent")
 	s.agent.Stop()
 	s.startAgent()
 	s.waitHealthy("intrusion")
 }
 
-// api calls the agent's HTTP API from inside the server's namespace.
+// killAgent kills the agent as a crash would.
+func (s *server) killAgent(t *testing.T) {
+	t.Helper()
+	s.c.requireSim(t, "killing the doorman agent")
+	s.agent.Kill()
+}
+
+// api calls the agent's HTTP API (from inside the server's namespace on
+// simulators).
 func (s *server) api(method, path string, body any, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, "http://127.0.0.1:9485"+path, rd)
+	req, err := http.NewRequest(method, s.apiURL+path, rd)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+apiToken)
-	resp, err := s.host.HTTPClient(3 * time.Second).Do(req)
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	resp, err := s.httpc(3 * time.Second).Do(req)
 	if err != nil {
 		return err
 	}
@@ -206,16 +295,13 @@ func (s *server) waitHealthy(jobs ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err := harness.Eventually(ctx, func() error {
-		if ok, err := s.agent.Exited(); ok {
-			t.Fatalf("%s: agent exited: %v", s.name, err)
+		if s.agent != nil {
+			if ok, err := s.agent.Exited(); ok {
+				t.Fatalf("%s: agent exited: %v", s.name, err)
+			}
 		}
-		var h map[string]string
-		resp, err := s.host.HTTPClient(2 * time.Second).Get("http://127.0.0.1:9485/healthz")
+		h, err := s.healthz()
 		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
 			return err
 		}
 		for _, j := range jobs {
@@ -230,27 +316,41 @@ func (s *server) waitHealthy(jobs ...string) {
 	}
 }
 
-// sipTarget is the server's SIP address as seen from the bed (IPv4 or IPv6).
-func (s *server) sipTarget(v6 bool) string {
-	if v6 {
-		return net.JoinHostPort(s.host.IPv6.String(), "5060")
+// sipTarget is the server's SIP address as the clients reach it (IPv4 or
+// IPv6); t is skipped when a real server has no IPv6 address in the file.
+func (s *server) sipTarget(t *testing.T, v6 bool) string {
+	t.Helper()
+	if !v6 {
+		return s.sipAddr
 	}
-	return net.JoinHostPort(s.host.IPv4.String(), "5060")
+	if s.sip6 == "" {
+		t.Skipf("real targets: the targets file gives no sip.udp6 for %s", s.name)
+	}
+	return s.sip6
 }
 
-// phone makes a SIP user agent inside h, bound to local (ip, port 0 = any).
-func phone(t *testing.T, h *harness.Host, local, server, user, password string) *sipua.Phone {
+// phone makes a SIP user agent on cl, bound to local (ip, port 0 = any).
+func phone(t *testing.T, cl *client, local, server, user, password string) *sipua.Phone {
 	t.Helper()
 	var p *sipua.Phone
-	err := h.Do(func() (err error) {
+	err := cl.do(func() (err error) {
 		p, err = sipua.New(context.Background(), sipua.Config{Server: server, LocalAddr: net.JoinHostPort(local, "0"),
 			User: user, Password: password, Timeout: time.Second})
 		return err
 	})
 	if err != nil {
-		t.Fatalf("phone in %s: %v", h.Name, err)
+		t.Fatalf("phone in %s: %v", cl.name, err)
 	}
-	t.Cleanup(func() { p.Close() })
+	tg := loadTargets(t)
+	t.Cleanup(func() {
+		if tg != nil && password == tg.Accounts[user].Password {
+			// A real server keeps a contact after the test: take it back.
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			_, _ = p.Unregister(ctx)
+			cancel()
+		}
+		p.Close()
+	})
 	return p
 }
 

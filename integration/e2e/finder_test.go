@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,68 +15,33 @@ import (
 // interserver is the finder's default interserver_endpoint.
 const interserver = "doorman-interserver"
 
-// control calls the simulated Asterisk's control API from inside the
-// server's namespace.
-func (s *server) control(method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, "http://127.0.0.1:8089"+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.host.HTTPClient(15 * time.Second).Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("sim %s %s %s: %s: %s", s.name, method, path, resp.Status, b)
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
-}
-
-// agiResult is asterisksim.AGIResult as the control API returns it.
-type agiResult struct {
-	Status    string            `json:"status"`
-	Variables map[string]string `json:"variables"`
-	Commands  []string          `json:"commands"`
-	HungUp    bool              `json:"hung_up"`
-}
-
-func (r agiResult) dial() (dialString, dialStatus string) {
-	return r.Variables["dialString"], r.Variables["dialStatus"]
-}
-
-// agi makes the simulated Asterisk of s run AGI() against its own agent.
-func (s *server) agi(t *testing.T, req map[string]any) agiResult {
+// agi makes the Asterisk of s run AGI() (by default against its own agent).
+func (s *server) agi(t *testing.T, req agiRequest) agiResult {
 	t.Helper()
-	if _, ok := req["addr"]; !ok {
-		if _, ok := req["app_data"]; !ok {
-			req["addr"] = "127.0.0.1:4573"
-		}
+	if req.AppData == "" && req.Addr == "" {
+		req.Addr = s.fastAGI
 	}
-	var res agiResult
-	if err := s.control("POST", "/control/agi", req, &res); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := s.ast.agi(ctx, req)
+	if err != nil {
 		t.Fatalf("%s: AGI: %v", s.name, err)
 	}
 	return res
 }
 
+// restart restarts the Asterisk of s (skipping t where that is not allowed).
+func (s *server) restart(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	skipOn(t, s.name+": restart Asterisk", s.ast.restart(ctx))
+}
+
 // dialLocal runs agi://127.0.0.1:4573/dialLocal,<args> on s.
 func (s *server) dialLocal(t *testing.T, args ...string) (string, string) {
 	t.Helper()
-	res := s.agi(t, map[string]any{"script": "dialLocal", "args": args})
+	res := s.agi(t, agiRequest{Script: "dialLocal", Args: args})
 	if res.Status != "SUCCESS" {
 		t.Fatalf("%s: AGISTATUS %s, commands %q", s.name, res.Status, res.Commands)
 	}
@@ -171,8 +132,10 @@ func (s *server) whereis(t *testing.T, ext string) []location {
 // finder healthy.
 func (s *server) healthy(t *testing.T, job string) {
 	t.Helper()
-	if ok, err := s.agent.Exited(); ok {
-		t.Fatalf("%s: agent exited: %v", s.name, err)
+	if s.agent != nil {
+		if ok, err := s.agent.Exited(); ok {
+			t.Fatalf("%s: agent exited: %v", s.name, err)
+		}
 	}
 	s.waitHealthy(job)
 }
@@ -185,10 +148,10 @@ func TestFinder(t *testing.T) {
 	for _, s := range c.servers {
 		s.waitHealthy("finder")
 	}
-	phones := c.bed.AddHost("phones")
-	onB := phone(t, phones, phones.IPv4.String(), b.sipTarget(false), "1001", "pw1001")
-	onA := phone(t, phones, phones.IPv4.String(), a.sipTarget(false), "1001", "pw1001")
-	bAddr := b.host.IPv4.String() + ":5060"
+	phones := c.client(t, "phones")
+	onB := phone(t, phones, phones.addr.String(), b.sipTarget(t, false), "1001", c.password("1001"))
+	onA := phone(t, phones, phones.addr.String(), a.sipTarget(t, false), "1001", c.password("1001"))
+	bAddr, aAddr := b.sipAddr, a.sipAddr
 	remote := "PJSIP/" + interserver + "/sip:1001@" + bAddr + ",25,TtWw"
 	args := []string{"1001", "25", "TtWw", "1001"}
 
@@ -203,12 +166,12 @@ func TestFinder(t *testing.T) {
 		register(t, onB, "phone -> B")
 		a.waitDial(t, 10*time.Second, remote, "REMOTE", args...)
 		// The seed's form: agi://host:port,dialLocal,1001,... (no script).
-		res := a.agi(t, map[string]any{"script": "", "args": append([]string{"dialLocal"}, args...)})
+		res := a.agi(t, agiRequest{Script: "", Args: append([]string{"dialLocal"}, args...)})
 		if d, st := res.dial(); d != remote || st != "REMOTE" {
 			t.Fatalf("seed form: got %q %q; want %q REMOTE (commands %q)", d, st, remote, res.Commands)
 		}
 		// The same through an extensions.conf-style argument string.
-		res = a.agi(t, map[string]any{"app_data": "agi://127.0.0.1:4573/dialLocal,1001,25,TtWw,1001"})
+		res = a.agi(t, agiRequest{AppData: "agi://" + a.fastAGI + "/dialLocal,1001,25,TtWw,1001"})
 		if d, _ := res.dial(); d != remote {
 			t.Fatalf("app_data form: got %q; want %q", d, remote)
 		}
@@ -219,13 +182,14 @@ func TestFinder(t *testing.T) {
 		if len(locs) != 1 || locs[0].Server != b.name || locs[0].ServerAddr != bAddr || locs[0].AOR != "1001" {
 			t.Fatalf("whereis 1001 on A: %+v; want one location on %s (%s)", locs, b.name, bAddr)
 		}
-		if !strings.Contains(locs[0].Contact, "sip:1001@"+phones.IPv4.String()) {
+		if !strings.Contains(locs[0].Contact, "sip:1001@"+phones.addr.String()) {
 			t.Errorf("contact %q is not the phone's", locs[0].Contact)
 		}
 		if left := time.Until(locs[0].Expires); left < time.Minute || left > 2*time.Hour {
 			t.Errorf("expiry %v is %v away; want the registration's expiry plus grace", locs[0].Expires, left)
 		}
 		// The CLI, run on A like an operator would.
+		c.requireSim(t, "running `doorman whereis` with the agent's config file (the API checks above passed)")
 		out, err := a.host.Run(filepath.Join(c.bin, "doorman"), "whereis", "-c", a.cfgPath, "1001")
 		if err != nil {
 			t.Fatalf("doorman whereis: %v\n%s", err, out)
@@ -246,7 +210,7 @@ func TestFinder(t *testing.T) {
 		unregister(t, onB, "phone -> B")
 		register(t, onA, "phone -> A")
 		a.waitDial(t, 10*time.Second, "PJSIP/1001,25,TtWw", "LOCAL", args...)
-		b.waitDial(t, 10*time.Second, "PJSIP/"+interserver+"/sip:1001@"+a.host.IPv4.String()+":5060,25,TtWw", "REMOTE", args...)
+		b.waitDial(t, 10*time.Second, "PJSIP/"+interserver+"/sip:1001@"+aAddr+",25,TtWw", "REMOTE", args...)
 	})
 
 	t.Run("after unregister it is not found", func(t *testing.T) {
@@ -259,14 +223,14 @@ func TestFinder(t *testing.T) {
 	})
 
 	t.Run("registered on both servers", func(t *testing.T) {
-		other := c.bed.AddHost("phones2")
-		onB2 := phone(t, other, other.IPv4.String(), b.sipTarget(false), "1001", "pw1001")
+		other := c.client(t, "phones2")
+		onB2 := phone(t, other, other.addr.String(), b.sipTarget(t, false), "1001", c.password("1001"))
 		register(t, onA, "phone -> A")
 		register(t, onB2, "second phone -> B")
 		a.waitDial(t, 10*time.Second, "PJSIP/1001&"+remote, "FOUND", args...)
-		b.waitDial(t, 10*time.Second, "PJSIP/1001&PJSIP/"+interserver+"/sip:1001@"+a.host.IPv4.String()+":5060,25,TtWw", "FOUND", args...)
+		b.waitDial(t, 10*time.Second, "PJSIP/1001&PJSIP/"+interserver+"/sip:1001@"+aAddr+",25,TtWw", "FOUND", args...)
 		// Two extensions, each on its own server.
-		p2 := phone(t, other, other.IPv4.String(), b.sipTarget(false), "1002", "pw1002")
+		p2 := phone(t, other, other.addr.String(), b.sipTarget(t, false), "1002", c.password("1002"))
 		register(t, p2, "1002 -> B")
 		a.waitDial(t, 10*time.Second, "PJSIP/"+interserver+"/sip:1002@"+bAddr+",25,TtWw", "REMOTE", "1002", "25", "TtWw", "1002")
 		unregister(t, onB2, "second phone -> B")
@@ -277,12 +241,11 @@ func TestFinder(t *testing.T) {
 	t.Run("B's Asterisk restart forgets its contacts", func(t *testing.T) {
 		register(t, onB, "phone -> B")
 		a.waitDial(t, 10*time.Second, "PJSIP/1001&"+remote, "FOUND", args...)
-		if err := b.control("POST", "/control/restart", nil, nil); err != nil {
-			t.Fatal(err)
-		}
-		var cs []map[string]any
-		if err := b.control("GET", "/control/contacts", nil, &cs); err != nil || len(cs) != 0 {
-			t.Fatalf("B's contacts after restart: %v %v; want none", cs, err)
+		b.restart(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if n, err := b.ast.contacts(ctx); err != nil || n != 0 {
+			t.Fatalf("B's contacts after restart: %d %v; want none", n, err)
 		}
 		// The resync after the AMI relogin makes B's empty list the truth.
 		a.waitDial(t, 15*time.Second, "PJSIP/1001,25,TtWw", "LOCAL", args...)
@@ -294,18 +257,18 @@ func TestFinder(t *testing.T) {
 	t.Run("malformed arguments get a clear error", func(t *testing.T) {
 		cases := []struct {
 			name   string
-			req    map[string]any
+			req    agiRequest
 			status string
 			reason string // part of the VERBOSE explanation
 		}{
-			{"ampersand in exten", map[string]any{"script": "dialLocal", "args": []string{"1001&1002", "25", "TtWw"}}, "INVALID", "extension"},
-			{"comma in exten", map[string]any{"app_data": `agi://127.0.0.1:4573/dialLocal,10\,01,25,TtWw`}, "INVALID", "extension"},
-			{"too many arguments", map[string]any{"script": "dialLocal", "args": []string{"1001", "25", "TtWw", "1001", "x"}}, "INVALID", "too many"},
-			{"option with dialplan", map[string]any{"script": "dialLocal", "args": []string{"1001", "25", "U(evil)"}}, "INVALID", "option"},
-			{"bad timeout", map[string]any{"script": "dialLocal", "args": []string{"1001", "-5", "t"}}, "INVALID", "timeout"},
-			{"empty exten", map[string]any{"script": "dialLocal", "args": []string{""}}, "INVALID", "missing extension"},
-			{"unknown script", map[string]any{"script": "other", "args": []string{"1001"}}, "ERROR", "unknown script"},
-			{"no script", map[string]any{"script": "", "args": []string{"1001"}}, "ERROR", "dialLocal"},
+			{"ampersand in exten", agiRequest{Script: "dialLocal", Args: []string{"1001&1002", "25", "TtWw"}}, "INVALID", "extension"},
+			{"comma in exten", agiRequest{AppData: "agi://" + a.fastAGI + `/dialLocal,10\,01,25,TtWw`}, "INVALID", "extension"},
+			{"too many arguments", agiRequest{Script: "dialLocal", Args: []string{"1001", "25", "TtWw", "1001", "x"}}, "INVALID", "too many"},
+			{"option with dialplan", agiRequest{Script: "dialLocal", Args: []string{"1001", "25", "U(evil)"}}, "INVALID", "option"},
+			{"bad timeout", agiRequest{Script: "dialLocal", Args: []string{"1001", "-5", "t"}}, "INVALID", "timeout"},
+			{"empty exten", agiRequest{Script: "dialLocal", Args: []string{""}}, "INVALID", "missing extension"},
+			{"unknown script", agiRequest{Script: "other", Args: []string{"1001"}}, "ERROR", "unknown script"},
+			{"no script", agiRequest{Script: "", Args: []string{"1001"}}, "ERROR", "dialLocal"},
 		}
 		for _, tc := range cases {
 			res := a.agi(t, tc.req)
@@ -326,6 +289,7 @@ func TestFinder(t *testing.T) {
 	})
 
 	t.Run("Redis down: the local answer still works", func(t *testing.T) {
+		c.requireSim(t, "stopping Redis")
 		unregister(t, onB, "phone -> B")
 		a.waitDial(t, 10*time.Second, "PJSIP/1001,25,TtWw", "LOCAL", args...)
 		c.redis.Stop()
@@ -343,7 +307,7 @@ func TestFinder(t *testing.T) {
 			time.Sleep(250 * time.Millisecond) // pace the sessions; the loop is bounded
 		}
 		// A phone that registers while Redis is down is local too.
-		p2 := phone(t, phones, phones.IPv4.String(), a.sipTarget(false), "1002", "pw1002")
+		p2 := phone(t, phones, phones.addr.String(), a.sipTarget(t, false), "1002", c.password("1002"))
 		register(t, p2, "1002 -> A with Redis down")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -361,12 +325,12 @@ func TestFinder(t *testing.T) {
 
 		// Redis comes back empty (no persistence): A pushes its contacts again.
 		c.redis.Restart()
-		b.waitDial(t, 15*time.Second, "PJSIP/"+interserver+"/sip:1001@"+a.host.IPv4.String()+":5060,25,TtWw", "REMOTE", args...)
-		b.waitDial(t, 15*time.Second, "PJSIP/"+interserver+"/sip:1002@"+a.host.IPv4.String()+":5060,25,TtWw", "REMOTE", "1002", "25", "TtWw")
+		b.waitDial(t, 15*time.Second, "PJSIP/"+interserver+"/sip:1001@"+aAddr+",25,TtWw", "REMOTE", args...)
+		b.waitDial(t, 15*time.Second, "PJSIP/"+interserver+"/sip:1002@"+aAddr+",25,TtWw", "REMOTE", "1002", "25", "TtWw")
 	})
 
 	t.Run("A's agent dies: its phones are no location after heartbeat_ttl", func(t *testing.T) {
-		a.agent.Kill()
+		a.killAgent(t)
 		// heartbeat_ttl 3s, plus one index refresh (2s) and slack.
 		b.waitDial(t, 10*time.Second, "", "NOTFOUND", args...)
 		if locs := b.whereis(t, "1001"); len(locs) != 0 {

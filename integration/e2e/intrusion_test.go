@@ -37,25 +37,58 @@ func (s *server) bans(t *testing.T) map[string]banView {
 // TestIntrusion drives real attacks at a two-server cluster and checks the
 // kernel on both servers, with each firewall backend.
 func TestIntrusion(t *testing.T) {
-	for _, backend := range []string{"nftables", "ipset"} {
+	backends := []string{"nftables", "ipset"}
+	if loadTargets(t) != nil {
+		backends = []string{"targets"} // the real agents' own firewall backend
+	}
+	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) { testIntrusion(t, backend) })
 	}
 }
 
-func testIntrusion(t *testing.T, backend string) {
-	const trustedAddr = "198.18.0.200"
-	c := newCluster(t, opts{backend: backend, banTime: "8s", permAfter: 2, trusted: []string{trustedAddr + "/32"}})
-	a, b := c.servers[0], c.servers[1]
-	attacker := c.bed.AddHost("attacker")
-	office := c.bed.AddHost("office") // a legitimate phone elsewhere
+// trustedAddr is the never_ban address of the intrusion cluster.
+const trustedAddr = "198.18.0.200"
 
-	legit := phone(t, office, office.IPv4.String(), a.sipTarget(false), "1001", "pw1001")
+// intrusionOpts shape TestIntrusion's cluster (TestRealModeAgainstSimulators
+// builds the same one).
+var intrusionOpts = opts{banTime: "8s", permAfter: 2, trusted: []string{trustedAddr + "/32"}}
+
+// unbanAtEnd removes, when the test ends, every ban of a client address on
+// the real servers: the test bans them on purpose.
+func (c *cluster) unbanAtEnd(t *testing.T) {
+	t.Cleanup(func() {
+		for _, a := range c.real.Clients {
+			p := netip.MustParseAddr(a)
+			bits := 32
+			if p.Is6() {
+				bits = 64
+			}
+			pfx, _ := p.Prefix(bits)
+			for _, s := range c.servers {
+				_ = s.api("DELETE", "/api/bans/"+pfx.String(), nil, nil)
+			}
+		}
+	})
+}
+
+func testIntrusion(t *testing.T, backend string) {
+	o := intrusionOpts
+	o.backend = backend
+	c := newCluster(t, o)
+	a, b := c.servers[0], c.servers[1]
+	attacker := c.client(t, "attacker")
+	office := c.client(t, "office") // a legitimate phone elsewhere
+	if c.real != nil {
+		c.unbanAtEnd(t)
+	}
+
+	legit := phone(t, office, office.addr.String(), a.sipTarget(t, false), "1001", c.password("1001"))
 	if st := waitAnswered(t, legit, 5*time.Second, "legit phone before any attack"); st != 200 {
 		t.Fatalf("legit phone got %d, want 200", st)
 	}
 
-	toA := phone(t, attacker, attacker.IPv4.String(), a.sipTarget(false), "1001", "wrongpw")
-	toB := phone(t, attacker, attacker.IPv4.String(), b.sipTarget(false), "1001", "wrongpw")
+	toA := phone(t, attacker, attacker.addr.String(), a.sipTarget(t, false), "1001", "wrongpw")
+	toB := phone(t, attacker, attacker.addr.String(), b.sipTarget(t, false), "1001", "wrongpw")
 
 	t.Run("first failure bans on every server", func(t *testing.T) {
 		if st := waitAnswered(t, toA, 5*time.Second, "first wrong password"); st != 401 {
@@ -67,7 +100,7 @@ func testIntrusion(t *testing.T, backend string) {
 			t.Fatalf("legit phone got %d during the ban", st)
 		}
 		bans := b.bans(t)
-		ban, ok := bans[attacker.IPv4.String()+"/32"]
+		ban, ok := bans[attacker.addr.String()+"/32"]
 		if !ok || ban.Permanent || ban.Server != a.name {
 			t.Fatalf("B's API does not show A's temporary ban: %+v", bans)
 		}
@@ -86,7 +119,7 @@ func testIntrusion(t *testing.T, backend string) {
 				t.Fatalf("round %d: got %d, want 401", i, st)
 			}
 			waitDropped(t, toA, "attacker after another failure")
-			if bans := a.bans(t); bans[attacker.IPv4.String()+"/32"].Permanent {
+			if bans := a.bans(t); bans[attacker.addr.String()+"/32"].Permanent {
 				return
 			}
 		}
@@ -94,7 +127,7 @@ func testIntrusion(t *testing.T, backend string) {
 	})
 
 	t.Run("permanent ban survives restart and flush", func(t *testing.T) {
-		a.restartAgent()
+		a.restartAgent(t)
 		if backend == "nftables" {
 			a.host.MustRun("nft", "flush", "ruleset")
 		} else {
@@ -105,25 +138,31 @@ func testIntrusion(t *testing.T, backend string) {
 	})
 
 	t.Run("trusted address is never banned", func(t *testing.T) {
-		office.AddAddr(netip.MustParseAddr(trustedAddr))
-		p := phone(t, office, trustedAddr, a.sipTarget(false), "1002", "wrongpw")
+		trusted := trustedAddr
+		if c.real != nil {
+			trusted = c.client(t, "trusted").addr.String()
+		} else {
+			office.host.AddAddr(netip.MustParseAddr(trustedAddr))
+		}
+		p := phone(t, office, trusted, a.sipTarget(t, false), "1002", "wrongpw")
 		for i := 0; i < 5; i++ {
 			if st, err := answered(p); err != nil || st != 401 {
 				t.Fatalf("trusted attempt %d: got %d, %v; want 401 every time", i, st, err)
 			}
 		}
-		if _, ok := a.bans(t)[trustedAddr+"/32"]; ok {
+		if _, ok := a.bans(t)[trusted+"/32"]; ok {
 			t.Fatal("trusted address was banned")
 		}
 	})
 
 	t.Run("AMI wrong secret is banned", func(t *testing.T) {
-		h := c.bed.AddHost("amiattacker")
-		amiAddr := net.JoinHostPort(a.host.IPv4.String(), "5038")
+		h := c.client(t, "amiattacker")
+		amiAddr := a.amiAddr
 		login := func() (string, error) {
 			var reply string
-			err := h.Do(func() error {
-				conn, err := net.DialTimeout("tcp", amiAddr, 500*time.Millisecond)
+			err := h.do(func() error {
+				d := net.Dialer{Timeout: 500 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: h.addr.AsSlice()}}
+				conn, err := d.Dial("tcp", amiAddr)
 				if err != nil {
 					return err
 				}
@@ -133,7 +172,7 @@ func testIntrusion(t *testing.T, backend string) {
 				if _, err := r.ReadString('\n'); err != nil {
 					return err
 				}
-				fmt.Fprintf(conn, "Action: Login\r\nUsername: doorman\r\nSecret: guess\r\n\r\n")
+				fmt.Fprintf(conn, "Action: Login\r\nUsername: %s\r\nSecret: guess\r\n\r\n", a.amiUser)
 				reply, err = r.ReadString('\n')
 				return err
 			})
@@ -158,12 +197,16 @@ func testIntrusion(t *testing.T, backend string) {
 		// The attacker owns fd19::/64, a prefix of its own (the bed's
 		// fd18::/64 also holds the servers).
 		src, sibling := netip.MustParseAddr("fd19::4"), netip.MustParseAddr("fd19::beef")
-		attacker.AddAddr(src)
-		attacker.AddAddr(sibling)
-		for _, s := range c.servers {
-			s.host.MustRun("ip", "-6", "route", "add", "fd19::/64", "dev", "eth0")
+		if c.real != nil {
+			src, sibling = c.client(t, "attacker6").addr, c.client(t, "attacker6_sibling").addr
+		} else {
+			attacker.host.AddAddr(src)
+			attacker.host.AddAddr(sibling)
+			for _, s := range c.servers {
+				s.host.MustRun("ip", "-6", "route", "add", "fd19::/64", "dev", "eth0")
+			}
 		}
-		p6 := phone(t, attacker, src.String(), a.sipTarget(true), "9999", "x")
+		p6 := phone(t, attacker, src.String(), a.sipTarget(t, true), "9999", "x")
 		// An unknown account fails at the first REGISTER (InvalidAccountID),
 		// so the ban may already drop the authenticated retry: any outcome
 		// but a 200 is fine here.
@@ -171,24 +214,26 @@ func testIntrusion(t *testing.T, backend string) {
 			t.Fatalf("unknown account over IPv6: got %d; want 401 or no answer", st)
 		}
 		waitDropped(t, p6, "IPv6 attacker -> A")
-		if _, ok := a.bans(t)["fd19::/64"]; !ok {
-			t.Fatalf("no fd19::/64 ban: %v", a.bans(t))
+		src64, _ := src.Prefix(64)
+		if _, ok := a.bans(t)[src64.String()]; !ok {
+			t.Fatalf("no %s ban: %v", src64, a.bans(t))
 		}
-		p6b := phone(t, attacker, sibling.String(), b.sipTarget(true), "1001", "pw1001")
+		p6b := phone(t, attacker, sibling.String(), b.sipTarget(t, true), "1001", c.password("1001"))
 		waitDropped(t, p6b, "another address of the same /64 -> B")
 	})
 
 	t.Run("Redis down: the local server still bans", func(t *testing.T) {
+		c.requireSim(t, "stopping Redis")
 		c.redis.Stop()
-		a2 := c.bed.AddHost("attacker2")
-		p := phone(t, a2, a2.IPv4.String(), a.sipTarget(false), "1003", "wrongpw")
+		a2 := c.client(t, "attacker2")
+		p := phone(t, a2, a2.addr.String(), a.sipTarget(t, false), "1003", "wrongpw")
 		if st := waitAnswered(t, p, 5*time.Second, "attacker2 with Redis down"); st != 401 {
 			t.Fatalf("got %d; want 401", st)
 		}
 		waitDropped(t, p, "attacker2 -> A with Redis down")
 		c.redis.Restart()
 		// Once Redis is back, A's queued decision reaches B.
-		pb := phone(t, a2, a2.IPv4.String(), b.sipTarget(false), "1003", "wrongpw")
+		pb := phone(t, a2, a2.addr.String(), b.sipTarget(t, false), "1003", "wrongpw")
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		if err := harness.Eventually(ctx, func() error {
@@ -197,7 +242,7 @@ func testIntrusion(t *testing.T, backend string) {
 				return err
 			}
 			for _, ban := range list {
-				if ban.Prefix == a2.IPv4.String()+"/32" && ban.Server == a.name {
+				if ban.Prefix == a2.addr.String()+"/32" && ban.Server == a.name {
 					return nil
 				}
 			}

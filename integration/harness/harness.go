@@ -1,7 +1,8 @@
 // Package harness builds doorman's multi-server test bed: network namespaces
 // as separate hosts joined by a bridge, with real processes (redis-server,
 // asterisk-sim, doorman agents, fail2ban) started inside them and torn down
-// when the test ends, even when it fails.
+// when the test ends, even when it fails. LoadTargets reads the file that
+// points the end-to-end suite at real Asterisk servers instead.
 //
 // Addresses come from benchmarking ranges that exist only inside the bed
 // (198.18.0.0/24 and fd18::/64); no packet leaves the machine.

@@ -73,6 +73,7 @@ type config struct {
 	dialStatus    func(dialString string) string
 	log           *slog.Logger
 	answerLatency time.Duration
+	onCommand     func(line, reply string)
 }
 
 // WithCallerHangup makes the caller hang up d after the connection opened:
@@ -93,6 +94,10 @@ func WithDialStatus(f func(dialString string) string) Option {
 
 // WithAnswerLatency delays ANSWER (a Local channel took 500 ms in the capture).
 func WithAnswerLatency(d time.Duration) Option { return func(c *config) { c.answerLatency = d } }
+
+// WithCommandHook calls f after each command with the command line and the
+// reply sent, as res_agi raises AGIExecStart/AGIExecEnd on AMI around it.
+func WithCommandHook(f func(line, reply string)) Option { return func(c *config) { c.onCommand = f } }
 
 // WithLogger sets the logger; the default discards.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }

@@ -181,6 +181,9 @@ func (s *session) command(ctx context.Context, line string) bool {
 		s.hangup()
 	}
 	reply := s.handle(ctx, line, deadAtStart)
+	if s.cfg.onCommand != nil {
+		s.cfg.onCommand(line, reply)
+	}
 	if err := s.write(reply); err != nil {
 		s.finish(s.status())
 		return true
