@@ -72,6 +72,14 @@ func NewClient(cfg Config, log *slog.Logger) *Client {
 // Events that are replies to this client's list actions are not delivered.
 func (c *Client) Subscribe(buf int) (<-chan Message, func()) { return c.hub.subscribe(buf) }
 
+// OnEvent has f called with every event the server sends (not the
+// EventConnected messages), in order, by the goroutine that reads the
+// connection, until cancel is called. It saves a goroutine hand-off per
+// event to a job that takes events faster than they come: f must return
+// quickly, never block, and treat m as read-only (its strings may be
+// kept). Nothing is dropped or buffered.
+func (c *Client) OnEvent(f func(m *Message)) (cancel func()) { return c.hub.onEvent(f) }
+
 // Action implements Conn. It fails at once with ErrNotConnected while the
 // client is not logged in. An Error response comes back as an
 // *ActionError, except "No <things> found", which is an empty list.

@@ -400,3 +400,29 @@ func table(rows []result) string {
 	}
 	return b.String()
 }
+
+// BenchmarkIntrusionCPU runs only doorman's part of case (c) of
+// BenchmarkIntrusionMonitor (CPU per 10,000 failed attempts) three times
+// on one agent, for quick comparisons and profiles (DOORMAN_BENCH_PERF);
+// the machine is shared, so one run's figure is noisy.
+func BenchmarkIntrusionCPU(b *testing.B) {
+	r := newRig(b)
+	r.startAgent(5)
+	dmSet, err := openSet(r.dm, "doorman", "ban4_32")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dmSet.close()
+	b.ResetTimer()
+	var cpus []string
+	var sum float64
+	for i, first := range []string{"198.18.72.0", "198.18.76.0", "198.18.80.0"} {
+		cpu, redisCPU := r.cpuPer10k(dmSet, r.dm, "doorman", netip.MustParseAddr(first))
+		r.logf("round %d: doorman CPU-s per 10,000 failed attempts: %.3f (+ redis %.3f)", i+1, cpu, redisCPU)
+		cpus = append(cpus, fmt.Sprintf("%.2f", cpu))
+		sum += cpu
+	}
+	b.StopTimer()
+	fmt.Printf("\ndoorman CPU-s per 10,000 failed attempts, three rounds: %s\n", strings.Join(cpus, ", "))
+	b.ReportMetric(sum/3, "doorman-cpu-s/10k")
+}
