@@ -32,7 +32,9 @@ func TestClientSecurityStream(t *testing.T) {
 		c.wait()
 	})
 	log, _ := testLogger(t, "aimsecret")
-	c := NewClient(testConfig(srv.addr()), log)
+	cfg := testConfig(srv.addr())
+	cfg.Coalesce = time.Millisecond // the agent's setting; must not change what arrives
+	c := NewClient(cfg, log)
 	events, cancel := c.Subscribe(200)
 	defer cancel()
 	// OnEvent sees the same events, in order, without EventConnected.

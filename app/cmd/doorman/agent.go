@@ -62,6 +62,11 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	g, ctx := errgroup.WithContext(ctx)
 	amiClient := ami.NewClient(ami.Config{
 		Addr: cfg.AMI.Addr, Username: cfg.AMI.Username, Secret: cfg.AMI.Secret, UseMD5: cfg.AMI.MD5,
+		// Under an attack (events less than 2 ms apart) read AMI once a
+		// millisecond instead of once per event: a wake-up per event was
+		// most of the agent's CPU per failed attempt. Bans wait up to 1 ms
+		// more, well inside the 5 ms target.
+		Coalesce: time.Millisecond,
 	}, log.With("component", "ami"))
 	reg.MustRegister(amiClient.Collectors()...)
 	g.Go(func() error { return amiClient.Run(ctx) })
