@@ -340,6 +340,27 @@ func cpuSeconds(pid int) (float64, error) {
 	return sum / 100, nil // USER_HZ
 }
 
+// ctxSwitches sums the voluntary context switches of pid's threads: each
+// is a thread going to sleep, so it counts wake-ups, which cost CPU the
+// busier the machine is. Less noisy than CPU seconds on a shared machine.
+func ctxSwitches(pid int) int64 {
+	dirs, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	var n int64
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				x, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += x
+			}
+		}
+	}
+	return n
+}
+
 // logf prints progress at once on stdout (a benchmark's log is trimmed to
 // 10 lines and shown only at its end).
 func (r *rig) logf(format string, a ...any) {
