@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -71,6 +72,14 @@ func NewClient(cfg Config, log *slog.Logger) *Client {
 // already logged in, the channel starts with an EventConnected message.
 // Events that are replies to this client's list actions are not delivered.
 func (c *Client) Subscribe(buf int) (<-chan Message, func()) { return c.hub.subscribe(buf) }
+
+// OnEvent has f called with every event the server sends (not the
+// EventConnected messages), in order, by the goroutine that reads the
+// connection, until cancel is called. It saves a goroutine hand-off per
+// event to a job that takes events faster than they come: f must return
+// quickly, never block, and treat m as read-only (its strings may be
+// kept). Nothing is dropped or buffered.
+func (c *Client) OnEvent(f func(m *Message)) (cancel func()) { return c.hub.onEvent(f) }
 
 // Action implements Conn. It fails at once with ErrNotConnected while the
 // client is not logged in. An Error response comes back as an
@@ -178,7 +187,11 @@ func (c *Client) session(ctx context.Context) (loggedIn bool, err error) {
 	defer stop()
 	defer conn.Close()
 
-	p := NewParser(conn, c.cfg.Limits)
+	var r io.Reader = conn
+	if c.cfg.Coalesce > 0 {
+		r = newCoalescer(conn, c.cfg.Coalesce)
+	}
+	p := NewParser(r, c.cfg.Limits)
 	version, err := c.login(conn, p)
 	if err != nil {
 		return false, err
@@ -267,4 +280,35 @@ func (c *Client) keepalive(ctx context.Context, s *session) {
 			return
 		}
 	}
+}
+
+// coalescer implements Config.Coalesce. Each wake-up of the reader costs
+// a scheduler round and a syscall or two whether it brings one event or
+// fifty; Asterisk writes each event on its own, so a stream of attempts a
+// few hundred microseconds apart otherwise costs one wake-up per event.
+// A sparse stream is read at once, and so is a backlog (a read that
+// filled its buffer is followed at once by the next).
+type coalescer struct {
+	r          io.Reader
+	d          time.Duration
+	prev, last time.Time // when the last two reads returned
+	full       bool      // the last read filled its buffer
+	// now and sleep are time.Now and time.Sleep; tests pass fakes.
+	now   func() time.Time
+	sleep func(time.Duration)
+}
+
+func newCoalescer(r io.Reader, d time.Duration) *coalescer {
+	return &coalescer{r: r, d: d, now: time.Now, sleep: time.Sleep}
+}
+
+func (c *coalescer) Read(b []byte) (int, error) {
+	if !c.full && !c.prev.IsZero() && c.last.Sub(c.prev) < 2*c.d {
+		if wait := c.d - c.now().Sub(c.last); wait > 0 {
+			c.sleep(wait)
+		}
+	}
+	n, err := c.r.Read(b)
+	c.prev, c.last, c.full = c.last, c.now(), n == len(b)
+	return n, err
 }

@@ -32,9 +32,20 @@ func TestClientSecurityStream(t *testing.T) {
 		c.wait()
 	})
 	log, _ := testLogger(t, "aimsecret")
-	c := NewClient(testConfig(srv.addr()), log)
+	cfg := testConfig(srv.addr())
+	cfg.Coalesce = time.Millisecond // the agent's setting; must not change what arrives
+	c := NewClient(cfg, log)
 	events, cancel := c.Subscribe(200)
 	defer cancel()
+	// OnEvent sees the same events, in order, without EventConnected.
+	var mu sync.Mutex
+	var direct []Message
+	stop := c.OnEvent(func(m *Message) {
+		mu.Lock()
+		direct = append(direct, *m)
+		mu.Unlock()
+	})
+	defer stop()
 	runClient(t, c)
 
 	first := recv(t, events)
@@ -58,6 +69,16 @@ func TestClientSecurityStream(t *testing.T) {
 		}
 	}
 	eventually(t, "counters", func() bool { return c.Stats().EventsReceived == 131 })
+	mu.Lock()
+	if len(direct) != len(wantEvents) {
+		t.Fatalf("OnEvent saw %d events, want %d", len(direct), len(wantEvents))
+	}
+	for i, w := range wantEvents {
+		if !equalFields(direct[i].Fields, w.Fields) {
+			t.Fatalf("OnEvent event %d = %v, want %v", i, direct[i].Fields, w.Fields)
+		}
+	}
+	mu.Unlock()
 	st := c.Stats()
 	if st.EventsDropped != 0 || st.ParseErrors != 0 || st.Logins != 1 || st.Reconnects != 0 {
 		t.Fatalf("stats = %+v", st)

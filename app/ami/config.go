@@ -25,6 +25,12 @@ type Config struct {
 	PingTimeout  time.Duration // a Ping without reply by then drops the connection; default 10 s
 	BackoffMin   time.Duration // first reconnect delay; default 500 ms
 	BackoffMax   time.Duration // reconnect delay cap; default 10 s
+	// Coalesce, when positive, batches the reading of a busy stream: once
+	// reads come less than 2×Coalesce apart and the socket was drained, the
+	// next read waits until Coalesce after the previous one, so one
+	// wake-up reads every event of the interval instead of one wake-up
+	// per event. It delays events by up to Coalesce; default 0 (off).
+	Coalesce time.Duration
 
 	Limits ParserLimits
 }
@@ -71,6 +77,8 @@ func (c Config) Validate() error {
 		return errors.New("ami: config: negative timeout")
 	case c.BackoffMin < 0 || c.BackoffMax < 0:
 		return errors.New("ami: config: negative backoff")
+	case c.Coalesce < 0:
+		return errors.New("ami: config: negative coalesce")
 	}
 	for _, s := range []string{c.Username, c.Secret, c.Events} {
 		if err := checkValue(s); err != nil {

@@ -18,6 +18,7 @@ type subscriber struct {
 type hub struct {
 	mu        sync.Mutex
 	subs      map[*subscriber]struct{}
+	funcs     map[*func(*Message)]struct{}
 	connected *Message // the EventConnected of the current session, nil when down
 
 	received, dropped atomic.Uint64
@@ -47,10 +48,29 @@ func (h *hub) subscribe(buf int) (<-chan Message, func()) {
 	}
 }
 
+// onEvent registers f, called by the reader with every server event.
+func (h *hub) onEvent(f func(*Message)) func() {
+	h.mu.Lock()
+	if h.funcs == nil {
+		h.funcs = make(map[*func(*Message)]struct{})
+	}
+	key := &f
+	h.funcs[key] = struct{}{}
+	h.mu.Unlock()
+	return func() {
+		h.mu.Lock()
+		delete(h.funcs, key)
+		h.mu.Unlock()
+	}
+}
+
 // publish delivers one server event to every subscriber.
 func (h *hub) publish(m Message) {
 	h.received.Add(1)
 	h.mu.Lock()
+	for f := range h.funcs {
+		(*f)(&m)
+	}
 	for s := range h.subs {
 		if s.needConnected && !h.trySendConnected(s) {
 			h.dropped.Add(1)

@@ -116,7 +116,7 @@ func (w *banWriter) run(ctx context.Context) {
 			if retry != nil && !urgent {
 				continue // backing off; the timer will flush
 			}
-			if !urgent && !w.m.gather(ctx) {
+			if !urgent && !w.m.gather(ctx, gatherFor) {
 				return
 			}
 		case <-retry:
@@ -352,7 +352,7 @@ func (c *counterWorkers) runShard(ctx context.Context, s *counterShard) {
 			return
 		case <-s.wake:
 		}
-		if !c.m.gather(ctx) {
+		if !c.m.gather(ctx, gatherCounters) {
 			return
 		}
 		s.mu.Lock()
@@ -435,17 +435,25 @@ func (c *counterWorkers) result(op counterOp, n int64) {
 	}
 }
 
-// gatherFor is how long a store writer waits after the first item of a
+// gatherFor is how long the ban writer waits after the first item of a
 // round so that the items of the next events join it: under a flood one
-// round trip then carries a few milliseconds' worth of bans and counters
-// instead of one or two, which is most of the Monitor's CPU with a real
-// store. It delays only sharing with the cluster and cluster-wide counts,
-// never the local ban. Operator calls (urgent) skip it.
+// round trip then carries a few milliseconds' worth of bans instead of one
+// or two. It delays only sharing with the cluster, never the local ban.
+// Operator calls (urgent) skip it.
 const gatherFor = time.Millisecond
 
-// gather waits gatherFor, or reports false when ctx ends first.
-func (m *Monitor) gather(ctx context.Context) bool {
-	t := time.NewTimer(gatherFor)
+// gatherCounters is the same wait for the shared strike and escalation
+// counters. They are most of the store traffic (threshold-1 strikes per
+// ban) and only refine what the local counts decide, so they wait longer:
+// when attempts come a few hundred microseconds apart, as from real
+// clients, a 1 ms round carries one or two counters and each round costs
+// a timer, a wake-up and a round trip. A cluster-wide count (an attacker
+// spreading attempts over servers) is late by at most this much.
+const gatherCounters = 10 * time.Millisecond
+
+// gather waits d, or reports false when ctx ends first.
+func (m *Monitor) gather(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

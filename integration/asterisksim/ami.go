@@ -151,7 +151,8 @@ func (s *amiSession) deliver(e event) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || !s.authed || !(s.eventsAll || s.events[e.ami.class]) || !s.c.cfg.amiReadAllows(s.user, e.ami.class) {
+	if s.closed || !s.authed || !(s.eventsAll || s.events[e.ami.class]) || !s.c.cfg.amiReadAllows(s.user, e.ami.class) ||
+		!s.c.cfg.amiFilterAllows(s.user, e.ami.name) {
 		return
 	}
 	if len(s.queue) >= amiQueueMax {

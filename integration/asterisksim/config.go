@@ -25,9 +25,14 @@ type Config struct {
 	AMIRead map[string]string
 	// AMIWrite optionally restricts a user's write classes (for actions); default all.
 	AMIWrite map[string]string
-	ARIUsers map[string]string // ari.conf user -> password
-	Realm    string            // digest realm, default "asterisk"
-	Context  string            // dialplan context of the hints, default "default"
+	// AMIEventFilters are a user's manager.conf event filters in the
+	// structured syntax of Asterisk 22 (eventfilter(<criteria>) =), given as
+	// the criteria, e.g. "action(exclude),name(ChallengeSent)". Only
+	// action() and name() with an empty expression are simulated.
+	AMIEventFilters map[string][]string
+	ARIUsers        map[string]string // ari.conf user -> password
+	Realm           string            // digest realm, default "asterisk"
+	Context         string            // dialplan context of the hints, default "default"
 
 	SecurityLogPath string // the logger.conf "security => security" file; "" disables it
 	MessagesLogPath string // the "messages" log (only the NOTICE lines of failed logins); "" disables it
@@ -104,6 +109,13 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("AMI user %q is not usable", user))
 		}
 	}
+	for user, fs := range c.AMIEventFilters {
+		for _, f := range fs {
+			if _, err := parseEventFilter(f); err != nil {
+				errs = append(errs, fmt.Errorf("AMI user %q: %w", user, err))
+			}
+		}
+	}
 	if c.MinExpires > c.MaxExpires {
 		errs = append(errs, fmt.Errorf("MinExpires %d > MaxExpires %d", c.MinExpires, c.MaxExpires))
 	}
@@ -115,6 +127,63 @@ func (c *Config) validate() error {
 
 // amiReadAllows reports whether user may read events of class.
 func (c *Config) amiReadAllows(user, class string) bool { return permits(c.AMIRead, user, class) }
+
+// eventFilter is one structured manager.conf eventfilter.
+type eventFilter struct {
+	exclude bool
+	name    string
+}
+
+func parseEventFilter(criteria string) (eventFilter, error) {
+	var f eventFilter
+	for _, c := range strings.Split(criteria, ",") {
+		c = strings.TrimSpace(c)
+		k, v, ok := strings.Cut(strings.TrimSuffix(c, ")"), "(")
+		if !ok || !strings.HasSuffix(c, ")") {
+			return f, fmt.Errorf("eventfilter criterion %q: want name(value)", c)
+		}
+		switch k {
+		case "action":
+			switch v {
+			case "include":
+			case "exclude":
+				f.exclude = true
+			default:
+				return f, fmt.Errorf("eventfilter action %q: want include or exclude", v)
+			}
+		case "name":
+			f.name = v
+		default:
+			return f, fmt.Errorf("eventfilter criterion %q is not simulated (only action and name)", k)
+		}
+	}
+	if f.name == "" {
+		return f, fmt.Errorf("eventfilter %q: only name() filters are simulated", criteria)
+	}
+	return f, nil
+}
+
+// amiFilterAllows applies user's event filters to an event named name, in
+// Asterisk's order: with include filters, only what one of them matches;
+// then minus what an exclude filter matches. No filters: everything.
+func (c *Config) amiFilterAllows(user, name string) bool {
+	fs := c.AMIEventFilters[user]
+	if len(fs) == 0 {
+		return true
+	}
+	included, hasInclude := false, false
+	for _, s := range fs {
+		f, _ := parseEventFilter(s) // checked by validate
+		switch {
+		case f.exclude && strings.EqualFold(f.name, name):
+			return false
+		case !f.exclude:
+			hasInclude = true
+			included = included || strings.EqualFold(f.name, name)
+		}
+	}
+	return !hasInclude || included
+}
 
 // amiWriteAllows reports whether user may run actions of class.
 func (c *Config) amiWriteAllows(user, class string) bool { return permits(c.AMIWrite, user, class) }

@@ -9,8 +9,9 @@
 //     DeviceStateList, ExtensionState, Originate of Local/agi@doorman-e2e and
 //     Command "core restart now" (see below), and Asterisk's error replies; the event
 //     stream (security events, PeerStatus, ContactStatus, DeviceStateChange,
-//     ExtensionStatus, FullyBooted) filtered by the session's event mask and
-//     the user's read classes;
+//     ExtensionStatus, FullyBooted) filtered by the session's event mask,
+//     the user's read classes and its manager.conf event filters (the
+//     structured eventfilter(action(...),name(...)) form only);
 //   - a PJSIP-like registrar on UDP and TCP (same host:port) with MD5 digest
 //     (qop=auth, 32 s nonces bound to the source), max_contacts=1, expiry,
 //     optional qualify (OPTIONS), and the security events of res_pjsip

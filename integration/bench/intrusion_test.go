@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -180,6 +181,7 @@ func (r *rig) cpuPer10k(w *setWatch, srv *harness.Host, comm string, first netip
 		r.tb.Fatal(err)
 	}
 	rcpu0, _ := cpuSeconds(rpid)
+	cs0 := ctxSwitches(pid)
 	var failures, errs atomic.Int64
 	answered := make([]int, len(ps))
 	work := make(chan int)
@@ -247,10 +249,11 @@ func (r *rig) cpuPer10k(w *setWatch, srv *harness.Host, comm string, first netip
 	if err != nil {
 		r.tb.Fatalf("bench: %s gone during the CPU run: %v", comm, err)
 	}
+	cs1 := ctxSwitches(pid)
 	stopPerf()
 	rcpu1, _ := cpuSeconds(rpid)
-	r.logf("%s: %d failed attempts answered (%d errors) from %d sources; all banned after %s",
-		comm, failures.Load(), errs.Load(), sources, time.Since(start).Round(time.Millisecond))
+	r.logf("%s: %d failed attempts answered (%d errors) from %d sources; all banned after %s; %.2f voluntary context switches per attempt",
+		comm, failures.Load(), errs.Load(), sources, time.Since(start).Round(time.Millisecond), float64(cs1-cs0)/max(float64(failures.Load()), 1))
 	if m0 != nil {
 		m1, _ := r.metrics()
 		var d []string
@@ -399,4 +402,62 @@ func table(rows []result) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.what, r.doorman, r.fail2ban, r.target, r.reference)
 	}
 	return b.String()
+}
+
+// BenchmarkIntrusionCPU runs only doorman's part of case (c) of
+// BenchmarkIntrusionMonitor (CPU per 10,000 failed attempts) three times
+// on one agent, for quick comparisons and profiles (DOORMAN_BENCH_PERF);
+// the machine is shared, so one run's figure is noisy.
+func BenchmarkIntrusionCPU(b *testing.B) {
+	r := newRig(b)
+	r.oneCore = os.Getenv("DOORMAN_BENCH_ONE_CORE") != "" // GOMAXPROCS=1
+	r.startAgent(5)
+	dmSet, err := openSet(r.dm, "doorman", "ban4_32")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dmSet.close()
+	b.ResetTimer()
+	// The agent's own idle cost (timers, keepalives), which the rounds
+	// include for as long as they last.
+	if pid, err := pidOf(r.dm, "doorman"); err == nil {
+		c0, _ := cpuSeconds(pid)
+		time.Sleep(5 * time.Second)
+		c1, _ := cpuSeconds(pid)
+		r.logf("idle agent: %.1f ms CPU per second", (c1-c0)*1000/5)
+	}
+	var cpus []string
+	var sum float64
+	for i, first := range []string{"198.18.72.0", "198.18.76.0", "198.18.80.0"} {
+		cpu, redisCPU := r.cpuPer10k(dmSet, r.dm, "doorman", netip.MustParseAddr(first))
+		r.logf("round %d: doorman CPU-s per 10,000 failed attempts: %.3f (+ redis %.3f)", i+1, cpu, redisCPU)
+		cpus = append(cpus, fmt.Sprintf("%.2f", cpu))
+		sum += cpu
+	}
+	b.StopTimer()
+	fmt.Printf("\ndoorman CPU-s per 10,000 failed attempts, three rounds: %s\n", strings.Join(cpus, ", "))
+	b.ReportMetric(sum/3, "doorman-cpu-s/10k")
+}
+
+// BenchmarkIntrusionLatency runs only doorman's part of case (a) of
+// BenchmarkIntrusionMonitor (ban latency, 200 sources, threshold 1) and
+// case (b) with threshold 5, for quick comparisons.
+func BenchmarkIntrusionLatency(b *testing.B) {
+	r := newRig(b)
+	r.startAgent(1)
+	dmSet, err := openSet(r.dm, "doorman", "ban4_32")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dmSet.close()
+	b.ResetTimer()
+	dmSet.track(100 * time.Microsecond)
+	lat := r.latency(dmSet, r.dm, netip.MustParseAddr("198.18.64.1"), 200, 1, 5*time.Millisecond)
+	dmSet.stopTrack()
+	r.startAgent(5)
+	beyond := r.beyond(r.dm, netip.MustParseAddr("198.18.66.3"), 5, true, 15*time.Second)
+	b.StopTimer()
+	fmt.Printf("\ndoorman ban latency p50 %s ms, p99 %s ms; answers beyond threshold 5: %s\n", ms(pct(lat, 50)), ms(pct(lat, 99)), beyond)
+	b.ReportMetric(pct(lat, 50).Seconds()*1000, "p50-ms")
+	b.ReportMetric(pct(lat, 99).Seconds()*1000, "p99-ms")
 }

@@ -62,6 +62,12 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	g, ctx := errgroup.WithContext(ctx)
 	amiClient := ami.NewClient(ami.Config{
 		Addr: cfg.AMI.Addr, Username: cfg.AMI.Username, Secret: cfg.AMI.Secret, UseMD5: cfg.AMI.MD5,
+		// Under an attack (events less than 1 ms apart) read AMI every
+		// 500 µs instead of once per event: a wake-up per event was most
+		// of the agent's CPU per failed attempt. A ban waits up to 500 µs
+		// more (p99 target 5 ms); with 1 ms, one attacker failing as fast
+		// as answered got up to 4 more answers past the threshold.
+		Coalesce: 500 * time.Microsecond,
 	}, log.With("component", "ami"))
 	reg.MustRegister(amiClient.Collectors()...)
 	g.Go(func() error { return amiClient.Run(ctx) })
@@ -145,34 +151,26 @@ func startIntrusion(ctx context.Context, g *errgroup.Group, cfg config.Config, s
 	if err != nil {
 		return nil, err
 	}
-	events, cancel := amiClient.Subscribe(1 << 16)
 	bad := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "doorman", Subsystem: "ami",
 		Name: "security_events_unparsable_total", Help: "Security events whose fields did not parse."})
 	reg.MustRegister(bad)
-	g.Go(func() error {
-		defer cancel()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case m, ok := <-events:
-				if !ok {
-					return nil
-				}
-				if !ami.IsSecurityEvent(&m) {
-					continue
-				}
-				ev, err := ami.ParseSecurityEvent(&m)
-				if err != nil {
-					// Never log the raw event: it may carry a key in clear.
-					bad.Inc()
-					log.Debug("skipping security event", "event", m.Event(), "err", err)
-					continue
-				}
-				mon.Handle(ev)
-			}
+	// Handle never blocks and takes hundreds of thousands of events a
+	// second, so it runs on the AMI reader itself: no goroutine hand-off
+	// (a wake-up of another thread) per event.
+	cancel := amiClient.OnEvent(func(m *ami.Message) {
+		if !ami.IsSecurityEvent(m) {
+			return
 		}
+		ev, err := ami.ParseSecurityEvent(m)
+		if err != nil {
+			// Never log the raw event: it may carry a key in clear.
+			bad.Inc()
+			log.Debug("skipping security event", "event", m.Event(), "err", err)
+			return
+		}
+		mon.Handle(ev)
 	})
+	context.AfterFunc(ctx, cancel)
 	g.Go(func() error {
 		defer fw.Close()
 		return mon.Run(ctx)

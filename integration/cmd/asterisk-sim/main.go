@@ -53,6 +53,20 @@ func (p pairs) Set(v string) error {
 	return nil
 }
 
+// lists is a repeatable name:value flag keeping every value.
+type lists map[string][]string
+
+func (l lists) String() string { return fmt.Sprint(len(l), " entries") }
+
+func (l lists) Set(v string) error {
+	k, val, ok := strings.Cut(v, ":")
+	if !ok || k == "" {
+		return fmt.Errorf("want name:value, got %q", v)
+	}
+	l[k] = append(l[k], val)
+	return nil
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
@@ -64,7 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fs := flag.NewFlagSet("asterisk-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfg := asterisksim.Config{Endpoints: pairs{}, AMIUsers: pairs{}, ARIUsers: pairs{}}
+	cfg := asterisksim.Config{Endpoints: pairs{}, AMIUsers: pairs{}, ARIUsers: pairs{}, AMIEventFilters: lists{}}
 	fs.StringVar(&cfg.SystemName, "system-name", "aim-a", "asterisk.conf systemname (the contacts' RegServer)")
 	fs.StringVar(&cfg.EntityID, "entity-id", "02:00:00:00:00:0a", "asterisk.conf entityid")
 	fs.StringVar(&cfg.AMIAddr, "ami", "127.0.0.1:5038", "AMI TCP address (empty disables)")
@@ -74,6 +88,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Var(pairs(cfg.Endpoints), "endpoint", "PJSIP endpoint name:password (repeatable)")
 	fs.Var(pairs(cfg.AMIUsers), "ami-user", "AMI user:secret (repeatable)")
 	fs.Var(pairs(cfg.ARIUsers), "ari-user", "ARI user:password (repeatable)")
+	fs.Var(lists(cfg.AMIEventFilters), "ami-eventfilter",
+		"AMI user:criteria of a manager.conf eventfilter(criteria) =, e.g. doorman:action(exclude),name(ChallengeSent) (repeatable)")
 	fs.StringVar(&cfg.Realm, "realm", "asterisk", "SIP digest realm")
 	fs.StringVar(&cfg.SecurityLogPath, "security-log", "", "security log file (logger.conf security => security)")
 	fs.StringVar(&cfg.MessagesLogPath, "messages-log", "", "messages log file (NOTICE lines of failed logins)")
