@@ -1,10 +1,12 @@
 package finder
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -12,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/asterisksupport/doorman/app/state"
 )
@@ -219,6 +223,52 @@ func TestDialLocalStoreDown(t *testing.T) {
 	}
 }
 
+// TestDialLocalOneCommandPerRoundTrip checks that the server never sends
+// a command before the previous reply (Asterisk's run_agi would not see a
+// pipelined command: it polls the socket, the command sits in its stdio
+// buffer), and that an unprompted HANGUP after the first reply ends the
+// session, counted as a hangup.
+func TestDialLocalOneCommandPerRoundTrip(t *testing.T) {
+	r := newAGIRig(t, testConfig())
+	r.seed("aim-a", "1001", "sip:1001@127.0.0.1:5070")
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(scriptEnv("1001", "25", "TtWw")); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // a hang guard, not a speed limit
+	first, err := br.ReadString('\n')
+	if want := `SET VARIABLE "dialString" "PJSIP/1001,25,TtWw"` + "\n"; err != nil || first != want {
+		t.Fatalf("first command %q, %v; want %q", first, err, want)
+	}
+	// Nothing more may come before the reply. Absence needs a window.
+	_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if extra, err := br.ReadString('\n'); err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("second command %q before any reply (err %v)", extra, err)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "200 result=1\nHANGUP\n"); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(br)
+	// The server sees the HANGUP before its next command, or as that
+	// command's reply if it came in a later segment.
+	if err != nil || (len(rest) != 0 && string(rest) != `SET VARIABLE "dialStatus" "LOCAL"`+"\n") {
+		t.Fatalf("after HANGUP: read %q, %v; want the server to close", rest, err)
+	}
+	waitFor(t, "session ended", func() bool { return r.srv.live.Load() == 0 })
+	if n := testutil.ToFloat64(r.srv.m.session(statusHangup)); n != 1 {
+		t.Errorf("sessions counted as hangup: %v, want 1", n)
+	}
+	if n := testutil.ToFloat64(r.srv.m.session(StatusLocal)); n != 0 {
+		t.Errorf("sessions counted as LOCAL: %v, want 0", n)
+	}
+}
+
 func TestDialLocalMalformedEnvironment(t *testing.T) {
 	r := newAGIRig(t, testConfig())
 	good := string(scriptEnv("1001"))
@@ -273,6 +323,12 @@ func TestNoGoroutineLeak(t *testing.T) {
 			c.Write(env)
 			readLine(c)
 			io.WriteString(c, "HANGUP\n")
+			waitClosed(c)
+		},
+		"HANGUP after a reply": func(c net.Conn) {
+			c.Write(env)
+			readLine(c)
+			io.WriteString(c, "200 result=1\nHANGUP\n")
 			waitClosed(c)
 		},
 		"never replies":  func(c net.Conn) { c.Write(env); waitClosed(c) },

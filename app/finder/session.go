@@ -6,7 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -34,6 +34,16 @@ type sessionBufs struct {
 	w         *bufio.Writer
 	env       []byte
 	envReader bytes.Reader
+	sess      *agi.Session
+}
+
+// session returns the pooled zaf/agi Session, its environment emptied.
+func (b *sessionBufs) session() *agi.Session {
+	if b.sess == nil || b.sess.Env == nil { // Init drops Env on a parse error
+		b.sess = agi.New()
+	}
+	clear(b.sess.Env)
+	return b.sess
 }
 
 var sessionPool = sync.Pool{New: func() any {
@@ -119,12 +129,12 @@ func (s *AGIServer) session(ctx context.Context, conn net.Conn) {
 	start := s.deps.Now()
 	s.m.active.Inc()
 	s.live.Add(1)
-	status := "hangup"
+	status := statusHangup
 	defer func() {
 		conn.Close()
 		s.m.active.Dec()
 		s.live.Add(-1)
-		s.m.sessions.WithLabelValues(status).Inc()
+		s.m.session(status).Inc()
 		s.m.seconds.Observe(s.deps.Now().Sub(start).Seconds())
 	}()
 	_ = conn.SetDeadline(time.Now().Add(s.c.cfg.SessionTimeout))
@@ -143,33 +153,86 @@ func (s *AGIServer) session(ctx context.Context, conn net.Conn) {
 	var ee *errEnv
 	switch {
 	case errors.As(err, &ee):
-		status = StatusError
-		s.rawError(br, bw, ee.msg)
+		s.log.Info("finder: bad FastAGI request", "reason", ee.msg)
+		status = answer(br, bw, "", StatusError, ee.msg)
 		return
 	case err != nil:
-		s.log.Debug("finder: FastAGI session ended before its environment", "remote", conn.RemoteAddr().String(), "err", err)
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.Debug("finder: FastAGI session ended before its environment", "remote", conn.RemoteAddr().String(), "err", err)
+		}
 		return
 	}
-	sess := agi.New()
+	// zaf/agi parses the environment (already bounded by readEnvInto); its
+	// Session is pooled with its map. answer writes the commands itself, in
+	// zaf/agi's format, without its fmt and per-command allocations.
+	sess := bufs.session()
 	bufs.envReader.Reset(raw)
-	bufs.zaf.Reset(io.MultiReader(&bufs.envReader, br))
+	bufs.zaf.Reset(&bufs.envReader)
 	defer bufs.zaf.Reset(nil)
-	if err := sess.Init(bufio.NewReadWriter(bufs.zaf, bw)); err != nil {
-		status = StatusError
-		s.rawError(br, bw, "bad AGI environment: "+err.Error())
+	if err := sess.Init(bufio.NewReadWriter(bufs.zaf, nil)); err != nil {
+		reason := "bad AGI environment: " + err.Error()
+		s.log.Info("finder: bad FastAGI request", "reason", reason)
+		status = answer(br, bw, "", StatusError, reason)
 		return
 	}
 	dial, st, reason := s.resolve(ctx, sess.Env)
-	if _, err := sess.SetVariable(VarDialString, dial); err != nil {
-		return // HANGUP or connection gone
+	status = answer(br, bw, dial, st, reason)
+}
+
+// statusHangup counts sessions that ended without both variables set: the
+// channel hung up (HANGUP) or the connection ended early.
+const statusHangup = "hangup"
+
+// answer sets dialString and dialStatus (and, with a reason, a VERBOSE
+// line for the console) and returns st, or statusHangup if the channel
+// hangs up or the connection fails before both are set.
+//
+// One command per round trip, never pipelined: res_agi's run_agi reads
+// commands with fgets on a stdio stream but waits for the next one with
+// poll on the socket, so a second command that arrived with the first sits
+// in the stdio buffer unseen until the socket has more data or closes; the
+// call would stall until session_timeout. An unprompted HANGUP line may
+// come before or after any reply; it ends the session at once (the channel
+// is gone; closing the socket ends the AGI).
+func answer(br *bufio.Reader, bw *bufio.Writer, dial, st, reason string) string {
+	if !command(br, bw, func() { writeSet(bw, VarDialString, dial) }) ||
+		!command(br, bw, func() { writeSet(bw, VarDialStatus, st) }) {
+		return statusHangup
 	}
-	if _, err := sess.SetVariable(VarDialStatus, st); err != nil {
-		return
-	}
-	status = st
 	if reason != "" {
-		_, _ = sess.Verbose(verboseSafe("doorman dialLocal: "+reason), 1)
+		command(br, bw, func() {
+			bw.WriteString(`VERBOSE "`)
+			bw.WriteString(verboseSafe("doorman dialLocal: " + reason))
+			bw.WriteString("\" 1\n")
+		})
 	}
+	return st
+}
+
+// command sends one command written by write and reads its reply; false
+// when the channel hung up or the connection failed. Any reply (200, 510,
+// 511, 520) answers the command.
+func command(br *bufio.Reader, bw *bufio.Writer, write func()) bool {
+	if br.Buffered() > 0 { // an unprompted HANGUP after the last reply, as zaf/agi checks
+		return false
+	}
+	write()
+	if bw.Flush() != nil {
+		return false
+	}
+	line, err := br.ReadSlice('\n')
+	return err == nil && !bytes.HasPrefix(line, []byte("HANGUP"))
+}
+
+// writeSet writes zaf/agi's SetVariable line: SET VARIABLE "name" "value".
+// Values are built from checked parts; verboseSafe is the last guard that
+// keeps them inside their quotes and on one line.
+func writeSet(bw *bufio.Writer, name, value string) {
+	bw.WriteString(`SET VARIABLE "`)
+	bw.WriteString(name)
+	bw.WriteString(`" "`)
+	bw.WriteString(verboseSafe(value))
+	bw.WriteString("\"\n")
 }
 
 // resolve decides the dial string for one session; reason is set for
@@ -226,28 +289,6 @@ func (s *AGIServer) withLocal(name string, regs []state.Registration) ([]state.R
 		}
 	}
 	return out, true
-}
-
-// rawError answers a session whose environment zaf/agi cannot use: it sets
-// dialStatus=ERROR, an empty dialString, and says why on the console.
-func (s *AGIServer) rawError(br *bufio.Reader, bw *bufio.Writer, reason string) {
-	s.log.Info("finder: bad FastAGI request", "reason", reason)
-	for _, cmd := range []string{
-		"SET VARIABLE " + VarDialStatus + " \"" + StatusError + "\"",
-		"SET VARIABLE " + VarDialString + " \"\"",
-		"VERBOSE \"" + verboseSafe("doorman dialLocal: "+reason) + "\" 1",
-	} {
-		if _, err := bw.WriteString(cmd + "\n"); err != nil {
-			return
-		}
-		if err := bw.Flush(); err != nil {
-			return
-		}
-		line, err := br.ReadSlice('\n')
-		if err != nil || bytes.HasPrefix(line, []byte("HANGUP")) {
-			return
-		}
-	}
 }
 
 // verboseSafe keeps a message inside AGI's quoted argument.

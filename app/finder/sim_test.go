@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	simagi "github.com/asterisksupport/doorman/integration/asterisksim/agi"
 )
 
@@ -36,8 +38,15 @@ func TestWithSimulatedAsterisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.HungUp || res.Vars[VarDialStatus] != "" {
+	// The HANGUP line follows the first reply in a separate write: the
+	// server sees it before its second command or as that command's reply
+	// (the dead channel still runs SET VARIABLE). Either way the session
+	// ends as a hangup.
+	if !res.HungUp || res.Status != "HANGUP" {
 		t.Errorf("hangup during the first command: %+v", res)
 	}
 	waitFor(t, "sessions ended", func() bool { return r.srv.live.Load() == 0 })
+	if got := testutil.ToFloat64(r.srv.m.session(statusHangup)); got != 1 {
+		t.Errorf("sessions counted as hangup: %v, want 1", got)
+	}
 }
