@@ -60,7 +60,7 @@ func newAGIRigWith(t *testing.T, cfg Config, st state.Registrations) *agiRig {
 		t.Fatal(err)
 	}
 	r.srv = srv
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := Listen(context.Background(), "127.0.0.1:0") // as Run does
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,6 +95,11 @@ func startBench(b *testing.B, st benchStore, indexRefresh time.Duration) (addr s
 			return srv.idx.size == benchExtensions
 		})
 	}
+	// Warm the store up (the fake builds its AOR map on the first lookup,
+	// Redis loads its script) so that the first sessions do not pay for it.
+	if _, err := st.LookupAOR(context.Background(), "100000"); err != nil {
+		b.Fatal(err)
+	}
 	if report == nil {
 		report = func() {}
 	}
@@ -132,7 +137,11 @@ const clientResultMark = "BENCHCLIENT "
 func runClient(b *testing.B, job clientJob) (res clientResult, server, client time.Duration) {
 	b.Helper()
 	spec, _ := json.Marshal(job)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchClientProcess$", "-test.count=1")
+	args := []string{"-test.run=^TestBenchClientProcess$", "-test.count=1"}
+	if prof := os.Getenv(benchClientEnv + "_CPUPROFILE"); prof != "" { // to profile the client too
+		args = append(args, "-test.cpuprofile="+prof)
+	}
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), benchClientEnv+"="+string(spec))
 	cmd.Stderr = os.Stderr
 	cpu0 := cpuTime()
