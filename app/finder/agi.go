@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,10 +90,12 @@ func (s *AGIServer) Run(ctx context.Context) error {
 
 // Listen opens a FastAGI listener on addr. Accepted connections get no TCP
 // keep-alive: a session lasts at most session_timeout, and Go's default
-// keep-alive costs four setsockopt calls per connection (a third of a
-// dialLocal session's syscalls).
+// keep-alive costs four setsockopt calls per connection (about a quarter of a
+// dialLocal session's syscalls). On Linux the listener defers accept until
+// the environment arrives (see deferAccept).
 func Listen(ctx context.Context, addr string) (net.Listener, error) {
-	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(ctx, "tcp", addr)
+	lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, c syscall.RawConn) error { return deferAccept(c) }}
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("finder: FastAGI listen %s: %w", addr, err)
 	}

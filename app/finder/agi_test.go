@@ -395,6 +395,11 @@ func TestMaxSessionsAndShutdown(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		// Half an environment: the listener hands a connection over once
+		// bytes arrive (TCP_DEFER_ACCEPT), and the session waits for the rest.
+		if _, err := io.WriteString(c, "agi_network: yes\n"); err != nil {
+			t.Fatal(err)
+		}
 		held = append(held, c)
 	}
 	waitFor(t, "two sessions", func() bool { return r.srv.live.Load() == 2 })
