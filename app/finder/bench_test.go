@@ -143,6 +143,9 @@ func runClient(b *testing.B, job clientJob) (res clientResult, server, client ti
 	}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), benchClientEnv+"="+string(spec))
+	if n := os.Getenv(benchClientEnv + "_GOMAXPROCS"); n != "" { // the client's own, apart from the server's
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+n)
+	}
 	cmd.Stderr = os.Stderr
 	cpu0 := cpuTime()
 	out, err := cmd.Output()
