@@ -132,10 +132,10 @@ func (s *AGIServer) session(ctx context.Context, conn net.Conn) {
 	status := statusHangup
 	defer func() {
 		conn.Close()
-		s.m.active.Dec()
-		s.live.Add(-1)
 		s.m.session(status).Inc()
 		s.m.seconds.Observe(s.deps.Now().Sub(start).Seconds())
+		s.m.active.Dec()
+		s.live.Add(-1) // last: a session seen ended is counted
 	}()
 	_ = conn.SetDeadline(time.Now().Add(s.c.cfg.SessionTimeout))
 	bufs := sessionPool.Get().(*sessionBufs)
@@ -154,7 +154,7 @@ func (s *AGIServer) session(ctx context.Context, conn net.Conn) {
 	switch {
 	case errors.As(err, &ee):
 		s.log.Info("finder: bad FastAGI request", "reason", ee.msg)
-		status = answer(br, bw, "", StatusError, ee.msg)
+		status = answer(conn, br, bw, "", StatusError, ee.msg)
 		return
 	case err != nil:
 		if s.log.Enabled(ctx, slog.LevelDebug) {
@@ -172,11 +172,11 @@ func (s *AGIServer) session(ctx context.Context, conn net.Conn) {
 	if err := sess.Init(bufio.NewReadWriter(bufs.zaf, nil)); err != nil {
 		reason := "bad AGI environment: " + err.Error()
 		s.log.Info("finder: bad FastAGI request", "reason", reason)
-		status = answer(br, bw, "", StatusError, reason)
+		status = answer(conn, br, bw, "", StatusError, reason)
 		return
 	}
 	dial, st, reason := s.resolve(ctx, sess.Env)
-	status = answer(br, bw, dial, st, reason)
+	status = answer(conn, br, bw, dial, st, reason)
 }
 
 // statusHangup counts sessions that ended without both variables set: the
@@ -187,24 +187,52 @@ const statusHangup = "hangup"
 // line for the console) and returns st, or statusHangup if the channel
 // hangs up or the connection fails before both are set.
 //
-// One command per round trip, never pipelined: res_agi's run_agi reads
-// commands with fgets on a stdio stream but waits for the next one with
-// poll on the socket, so a second command that arrived with the first sits
-// in the stdio buffer unseen until the socket has more data or closes; the
-// call would stall until session_timeout. An unprompted HANGUP line may
-// come before or after any reply; it ends the session at once (the channel
-// is gone; closing the socket ends the AGI).
-func answer(br *bufio.Reader, bw *bufio.Writer, dial, st, reason string) string {
+// All commands go in one write, followed by the end of the server's side
+// of the connection (CloseWrite), and the replies are read after: one round
+// trip. The end matters: res_agi's run_agi waits for each command with poll
+// on the socket and then reads it with fgets from a stdio buffer, so a
+// second command that arrived with the first would sit in that buffer
+// unseen, and the call would stall until session_timeout; once the socket
+// has ended, poll returns at once and fgets takes the buffered commands one
+// by one, each answered in order, then AGI() ends with AGISTATUS SUCCESS as
+// when the server closes. An unprompted HANGUP line before or between the
+// replies ends the session (the channel is gone). A connection that cannot
+// end its side alone gets one command per round trip.
+func answer(conn net.Conn, br *bufio.Reader, bw *bufio.Writer, dial, st, reason string) string {
+	hc, ok := conn.(interface{ CloseWrite() error })
+	if !ok {
+		return answerInTurn(br, bw, dial, st, reason)
+	}
+	n := 2
+	writeSet(bw, VarDialString, dial)
+	writeSet(bw, VarDialStatus, st)
+	if reason != "" {
+		n++
+		writeVerbose(bw, reason)
+	}
+	if bw.Flush() != nil || hc.CloseWrite() != nil {
+		return statusHangup
+	}
+	for got := 0; got < n; got++ { // any reply (200, 510, 511, 520) answers one command
+		line, err := br.ReadSlice('\n')
+		if err != nil || bytes.HasPrefix(line, []byte("HANGUP")) {
+			if got >= 2 { // both variables are set; only VERBOSE's reply is missing
+				return st
+			}
+			return statusHangup
+		}
+	}
+	return st
+}
+
+// answerInTurn is answer with one command per round trip.
+func answerInTurn(br *bufio.Reader, bw *bufio.Writer, dial, st, reason string) string {
 	if !command(br, bw, func() { writeSet(bw, VarDialString, dial) }) ||
 		!command(br, bw, func() { writeSet(bw, VarDialStatus, st) }) {
 		return statusHangup
 	}
 	if reason != "" {
-		command(br, bw, func() {
-			bw.WriteString(`VERBOSE "`)
-			bw.WriteString(verboseSafe("doorman dialLocal: " + reason))
-			bw.WriteString("\" 1\n")
-		})
+		command(br, bw, func() { writeVerbose(bw, reason) })
 	}
 	return st
 }
@@ -222,6 +250,13 @@ func command(br *bufio.Reader, bw *bufio.Writer, write func()) bool {
 	}
 	line, err := br.ReadSlice('\n')
 	return err == nil && !bytes.HasPrefix(line, []byte("HANGUP"))
+}
+
+// writeVerbose writes zaf/agi's Verbose line at level 1.
+func writeVerbose(bw *bufio.Writer, reason string) {
+	bw.WriteString(`VERBOSE "`)
+	bw.WriteString(verboseSafe("doorman dialLocal: " + reason))
+	bw.WriteString("\" 1\n")
 }
 
 // writeSet writes zaf/agi's SetVariable line: SET VARIABLE "name" "value".
