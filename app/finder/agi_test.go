@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/asterisksupport/doorman/app/state"
 )
 
@@ -56,7 +58,7 @@ func newAGIRigWith(t *testing.T, cfg Config, st state.Registrations) *agiRig {
 		t.Fatal(err)
 	}
 	r.srv = srv
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := Listen(context.Background(), "127.0.0.1:0") // as Run does
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +221,41 @@ func TestDialLocalStoreDown(t *testing.T) {
 	}
 }
 
+// TestDialLocalOneRoundTrip checks that both SET VARIABLEs come in one
+// write followed by the end of the server's side (Asterisk's run_agi sees a
+// pipelined command only once the socket has more bytes or has ended), and
+// that an unprompted HANGUP between the replies ends the session, counted as
+// a hangup.
+func TestDialLocalOneRoundTrip(t *testing.T) {
+	r := newAGIRig(t, testConfig())
+	r.seed("aim-a", "1001", "sip:1001@127.0.0.1:5070")
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // a hang guard, not a speed limit
+	if _, err := c.Write(scriptEnv("1001", "25", "TtWw")); err != nil {
+		t.Fatal(err)
+	}
+	// Before any reply: both commands, then the end of the server's side.
+	got, err := io.ReadAll(c)
+	want := `SET VARIABLE "dialString" "PJSIP/1001,25,TtWw"` + "\n" + `SET VARIABLE "dialStatus" "LOCAL"` + "\n"
+	if err != nil || string(got) != want {
+		t.Fatalf("before any reply: %q, %v; want %q and the end", got, err, want)
+	}
+	if _, err := io.WriteString(c, "200 result=1\nHANGUP\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "session ended", func() bool { return r.srv.live.Load() == 0 })
+	if n := testutil.ToFloat64(r.srv.m.session(statusHangup)); n != 1 {
+		t.Errorf("sessions counted as hangup: %v, want 1", n)
+	}
+	if n := testutil.ToFloat64(r.srv.m.session(StatusLocal)); n != 0 {
+		t.Errorf("sessions counted as LOCAL: %v, want 0", n)
+	}
+}
+
 func TestDialLocalMalformedEnvironment(t *testing.T) {
 	r := newAGIRig(t, testConfig())
 	good := string(scriptEnv("1001"))
@@ -273,6 +310,12 @@ func TestNoGoroutineLeak(t *testing.T) {
 			c.Write(env)
 			readLine(c)
 			io.WriteString(c, "HANGUP\n")
+			waitClosed(c)
+		},
+		"HANGUP after a reply": func(c net.Conn) {
+			c.Write(env)
+			readLine(c)
+			io.WriteString(c, "200 result=1\nHANGUP\n")
 			waitClosed(c)
 		},
 		"never replies":  func(c net.Conn) { c.Write(env); waitClosed(c) },
@@ -339,6 +382,11 @@ func TestMaxSessionsAndShutdown(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		// Half an environment: the listener hands a connection over once
+		// bytes arrive (TCP_DEFER_ACCEPT), and the session waits for the rest.
+		if _, err := io.WriteString(c, "agi_network: yes\n"); err != nil {
+			t.Fatal(err)
+		}
 		held = append(held, c)
 	}
 	waitFor(t, "two sessions", func() bool { return r.srv.live.Load() == 2 })

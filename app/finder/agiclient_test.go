@@ -153,38 +153,3 @@ func agiWords(s string) []string {
 	}
 	return out
 }
-
-var reply200 = []byte("200 result=1\n")
-
-// fastCall is agiCall for benchmarks: one reused reader, no recording;
-// it returns the dialStatus the server set.
-func fastCall(addr string, env []byte, br *bufio.Reader) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write(env); err != nil {
-		return "", err
-	}
-	br.Reset(c)
-	defer br.Reset(nil)
-	status := ""
-	const prefix = `SET VARIABLE "dialStatus" "`
-	for {
-		line, err := br.ReadSlice('\n')
-		if err == io.EOF && len(line) == 0 {
-			return status, nil
-		}
-		if err != nil {
-			return status, err
-		}
-		if len(line) > len(prefix)+2 && string(line[:len(prefix)]) == prefix {
-			status = string(line[len(prefix) : len(line)-2])
-		}
-		if _, err := c.Write(reply200); err != nil {
-			return status, err
-		}
-	}
-}

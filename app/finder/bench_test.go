@@ -1,12 +1,19 @@
 package finder
 
 import (
-	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -55,7 +62,7 @@ func benchServer(i int) string { return fmt.Sprintf("aim-%c", 'a'+i) }
 
 // startBench serves dialLocal for st and waits until the index (if any)
 // holds every registration.
-func startBench(b *testing.B, st benchStore, indexRefresh time.Duration) (addr string, envs [][]byte, report func()) {
+func startBench(b *testing.B, st benchStore, indexRefresh time.Duration) (addr string, report func()) {
 	b.Helper()
 	cfg := testConfig()
 	cfg.IndexRefresh = indexRefresh
@@ -65,7 +72,7 @@ func startBench(b *testing.B, st benchStore, indexRefresh time.Duration) (addr s
 	if err != nil {
 		b.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := Listen(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -88,14 +95,235 @@ func startBench(b *testing.B, st benchStore, indexRefresh time.Duration) (addr s
 			return srv.idx.size == benchExtensions
 		})
 	}
-	envs = make([][]byte, 1024) // prebuilt environments for random extensions
-	for i := range envs {
-		envs[i] = scriptEnv(fmt.Sprintf("%d", 100000+rand.IntN(benchExtensions)), "25", "TtWw")
+	// Warm the store up (the fake builds its AOR map on the first lookup,
+	// Redis loads its script) so that the first sessions do not pay for it.
+	if _, err := st.LookupAOR(context.Background(), "100000"); err != nil {
+		b.Fatal(err)
 	}
 	if report == nil {
 		report = func() {}
 	}
-	return ln.Addr().String(), envs, report
+	return ln.Addr().String(), report
+}
+
+// The load comes from a second process (this test binary re-run as
+// TestBenchClientProcess), so that the benchmark process's CPU time is the
+// server's alone: rusage of this process is the server, of the child the
+// client, and /proc of redis-server the store.
+
+const benchClientEnv = "DOORMAN_FINDER_BENCH_CLIENT"
+
+// clientJob is what the client process is asked to do.
+type clientJob struct {
+	Addr    string `json:"addr"`
+	N       int    `json:"n"`       // sessions
+	Rate    int    `json:"rate"`    // > 0: open loop at this many sessions/s
+	Clients int    `json:"clients"` // closed loop: this many concurrent clients
+}
+
+// clientResult is what it reports (one JSON line after clientResultMark).
+type clientResult struct {
+	Seconds  float64 `json:"seconds"`
+	P50, P99 float64 // ms from each session's due time, open loop only
+	Max      float64
+	LagP99   float64 // ms from due time to the client starting the session
+	Failed   int64   `json:"failed"`
+	FirstErr string  `json:"first_err"`
+}
+
+const clientResultMark = "BENCHCLIENT "
+
+// runClient runs job in a child process and returns its result, the
+// server's CPU time (this process) and the client's.
+func runClient(b *testing.B, job clientJob) (res clientResult, server, client time.Duration) {
+	b.Helper()
+	spec, _ := json.Marshal(job)
+	args := []string{"-test.run=^TestBenchClientProcess$", "-test.count=1"}
+	if prof := os.Getenv(benchClientEnv + "_CPUPROFILE"); prof != "" { // to profile the client too
+		args = append(args, "-test.cpuprofile="+prof)
+	}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), benchClientEnv+"="+string(spec))
+	if n := os.Getenv(benchClientEnv + "_GOMAXPROCS"); n != "" { // the client's own, apart from the server's
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+n)
+	}
+	cmd.Stderr = os.Stderr
+	cpu0 := cpuTime()
+	out, err := cmd.Output()
+	server = cpuTime() - cpu0
+	if err != nil {
+		b.Fatalf("benchmark client: %v\n%s", err, out)
+	}
+	client = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	for line := range strings.Lines(string(out)) {
+		if rest, ok := strings.CutPrefix(line, clientResultMark); ok {
+			if err := json.Unmarshal([]byte(rest), &res); err != nil {
+				b.Fatal(err)
+			}
+			return res, server, client
+		}
+	}
+	b.Fatalf("benchmark client said nothing:\n%s", out)
+	return
+}
+
+// TestBenchClientProcess is the benchmarks' FastAGI load generator; it runs
+// only as their child process.
+func TestBenchClientProcess(t *testing.T) {
+	spec := os.Getenv(benchClientEnv)
+	if spec == "" {
+		t.Skip("the benchmarks' client process")
+	}
+	var job clientJob
+	if err := json.Unmarshal([]byte(spec), &job); err != nil {
+		t.Fatal(err)
+	}
+	res, err := loadClient(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.Marshal(res)
+	fmt.Println(clientResultMark + string(out))
+}
+
+// loadClient plays Asterisk for job.N sessions. It is lean so that it takes
+// as little of the shared CPU as it can: prebuilt environments, one buffer
+// per worker, no deadlines (a watchdog ends a hung run), replies written
+// raw.
+func loadClient(job clientJob) (clientResult, error) {
+	envs := make([][]byte, 1024) // random extensions, each on a random server
+	for i := range envs {
+		envs[i] = scriptEnv(strconv.Itoa(100000+rand.IntN(benchExtensions)), "25", "TtWw")
+	}
+	watchdog := time.AfterFunc(10*time.Minute, func() { panic("benchmark client: hung for 10 minutes") })
+	defer watchdog.Stop()
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	fail := func(err error) {
+		failed.Add(1)
+		firstErr.CompareAndSwap(nil, err.Error())
+	}
+	var res clientResult
+	start := time.Now()
+	if job.Rate > 0 {
+		lat := make([]time.Duration, job.N)
+		lag := make([]time.Duration, job.N) // due -> the session's goroutine runs: the client's own delay
+		interval := time.Second / time.Duration(job.Rate)
+		bufs := sync.Pool{New: func() any { return new([512]byte) }}
+		var wg sync.WaitGroup
+		for i := range job.N {
+			due := start.Add(time.Duration(i) * interval)
+			if d := time.Until(due); d > 0 {
+				time.Sleep(d)
+			}
+			wg.Go(func() {
+				lag[i] = time.Since(due)
+				buf := bufs.Get().(*[512]byte)
+				if err := leanCall(job.Addr, envs[i%len(envs)], buf[:]); err != nil {
+					fail(err)
+				}
+				bufs.Put(buf)
+				lat[i] = time.Since(due)
+			})
+		}
+		wg.Wait()
+		slices.Sort(lat)
+		slices.Sort(lag)
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		res.P50, res.P99, res.Max = ms(lat[job.N/2]), ms(lat[job.N*99/100]), ms(lat[job.N-1])
+		res.LagP99 = ms(lag[job.N*99/100])
+	} else {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range job.Clients {
+			wg.Go(func() {
+				buf := make([]byte, 512)
+				for i := next.Add(1); i <= int64(job.N); i = next.Add(1) {
+					if err := leanCall(job.Addr, envs[i%int64(len(envs))], buf); err != nil {
+						fail(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.Failed = failed.Load()
+	if e, ok := firstErr.Load().(string); ok {
+		res.FirstErr = e
+	}
+	return res, nil
+}
+
+var (
+	// Asterisk sets no keep-alive; Go's default would cost the client four
+	// setsockopt calls per session.
+	leanDialer   = net.Dialer{KeepAlive: -1}
+	replies200   = []byte("200 result=1\n200 result=1\n200 result=1\n")
+	statusPrefix = []byte(`SET VARIABLE "dialStatus" "`)
+)
+
+// leanCall is one session: it sends env, answers every command line with
+// "200 result=1" and checks that dialStatus was LOCAL or REMOTE.
+func leanCall(addr string, env, buf []byte) error {
+	c, err := leanDialer.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Write(env); err != nil {
+		return err
+	}
+	ok := false
+	n := 0
+	for {
+		m, err := c.Read(buf[n:])
+		n += m
+		lines := 0
+		for {
+			i := bytes.IndexByte(buf[:n], '\n')
+			if i < 0 {
+				break
+			}
+			if st, found := bytes.CutPrefix(buf[:i], statusPrefix); found {
+				ok = string(st) == StatusLocal+`"` || string(st) == StatusRemote+`"`
+				if !ok {
+					return fmt.Errorf("dialStatus %s", st)
+				}
+			}
+			lines++
+			n = copy(buf, buf[i+1:n])
+		}
+		if lines > 0 {
+			if _, err := c.Write(replies200[:13*min(lines, 3)]); err != nil {
+				return err
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			if !ok {
+				return errors.New("session ended without dialStatus")
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if n == len(buf) {
+			return errors.New("line longer than the buffer")
+		}
+	}
+}
+
+// report prints what the server, the client and Redis spent.
+func reportRun(b *testing.B, n int, res clientResult, server, client, redis time.Duration) {
+	perSession := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	b.ReportMetric(float64(n)/res.Seconds, "sessions/s")
+	b.ReportMetric(perSession(server), "server_cpu_us/session")
+	b.ReportMetric(perSession(client), "client_cpu_us/session")
+	if redis > 0 {
+		b.ReportMetric(perSession(redis), "redis_cpu_us/session")
+	}
+	reportFailures(b, res.Failed, int64(n), res.FirstErr)
 }
 
 // reportFailures reports the share of sessions that did not get a dial
@@ -111,104 +339,63 @@ func reportFailures(b *testing.B, failed, n int64, first any) {
 	}
 }
 
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1024) }}
-
-// cpuTime is this process's user+system CPU time (client and server both).
+// cpuTime is this process's user+system CPU time.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func checkStatus(s string) error {
-	if s != StatusLocal && s != StatusRemote {
-		return fmt.Errorf("dialStatus %q", s)
+// procCPU is a process's user+system CPU time from /proc (0 if unknown).
+func procCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
 	}
-	return nil
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+	_, rest, _ := bytes.Cut(raw, []byte(") "))
+	f := strings.Fields(string(rest))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
 // benchOpenLoop offers sessions at rate per second whatever the server's
 // speed (open loop), and reports latency from each session's scheduled
 // start to its end, so queueing delay counts.
-func benchOpenLoop(b *testing.B, st benchStore, indexRefresh time.Duration, rate int) {
-	addr, envs, report := startBench(b, st, indexRefresh)
+func benchOpenLoop(b *testing.B, st benchStore, redisPid int, indexRefresh time.Duration, rate int) {
+	addr, report := startBench(b, st, indexRefresh)
 	n := max(b.N, 2*rate) // at least two seconds of load
-	lat := make([]time.Duration, n)
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	interval := time.Second / time.Duration(rate)
 	b.ResetTimer()
-	start, cpu0 := time.Now(), cpuTime()
-	for i := range n {
-		due := start.Add(time.Duration(i) * interval)
-		if d := time.Until(due); d > 0 {
-			time.Sleep(d)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			br := readerPool.Get().(*bufio.Reader)
-			defer readerPool.Put(br)
-			st, err := fastCall(addr, envs[i%len(envs)], br)
-			if err == nil {
-				err = checkStatus(st)
-			}
-			if err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err.Error())
-			}
-			lat[i] = time.Since(due)
-		}()
-	}
-	wg.Wait()
+	r0 := procCPU(redisPid)
+	res, server, client := runClient(b, clientJob{Addr: addr, N: n, Rate: rate})
+	redis := procCPU(redisPid) - r0
 	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[n/2].Microseconds())/1000, "p50_ms")
-	b.ReportMetric(float64(lat[n*99/100].Microseconds())/1000, "p99_ms")
-	b.ReportMetric(float64(lat[n-1].Microseconds())/1000, "max_ms")
-	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "sessions/s")
-	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(n), "cpu_us/session")
+	b.ReportMetric(res.P50, "p50_ms")
+	b.ReportMetric(res.P99, "p99_ms")
+	b.ReportMetric(res.Max, "max_ms")
+	b.ReportMetric(res.LagP99, "client_lag_p99_ms")
+	reportRun(b, n, res, server, client, redis)
 	report()
-	reportFailures(b, failed.Load(), int64(n), firstErr.Load())
 }
 
 // benchPeak runs clients concurrent closed-loop clients and reports the
 // sessions completed per second.
-func benchPeak(b *testing.B, st benchStore, indexRefresh time.Duration, clients int) {
-	addr, envs, report := startBench(b, st, indexRefresh)
-	var next, failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
+func benchPeak(b *testing.B, st benchStore, redisPid int, indexRefresh time.Duration, clients int) {
+	addr, report := startBench(b, st, indexRefresh)
 	b.ResetTimer()
-	start, cpu0 := time.Now(), cpuTime()
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			br := bufio.NewReaderSize(nil, 1024)
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				st, err := fastCall(addr, envs[i%int64(len(envs))], br)
-				if err == nil {
-					err = checkStatus(st)
-				}
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	r0 := procCPU(redisPid)
+	res, server, client := runClient(b, clientJob{Addr: addr, N: b.N, Clients: clients})
+	redis := procCPU(redisPid) - r0
 	b.StopTimer()
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "sessions/s")
-	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu_us/session")
+	reportRun(b, b.N, res, server, client, redis)
 	report()
-	reportFailures(b, failed.Load(), int64(b.N), firstErr.Load())
 }
 
 // BenchmarkDialLocalMem measures the FastAGI path alone (in-memory fake
@@ -217,11 +404,11 @@ func BenchmarkDialLocalMem(b *testing.B) {
 	b.Run("openloop2000", func(b *testing.B) {
 		st := newMemStore()
 		fillBench(b, st)
-		benchOpenLoop(b, st, 0, 2000)
+		benchOpenLoop(b, st, 0, 0, 2000)
 	})
 	b.Run("peak100", func(b *testing.B) {
 		st := newMemStore()
 		fillBench(b, st)
-		benchPeak(b, st, 0, 100)
+		benchPeak(b, st, 0, 0, 100)
 	})
 }

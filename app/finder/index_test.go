@@ -89,3 +89,45 @@ func TestIndexRevalidatesHits(t *testing.T) {
 		return len(got) == 1 && got[0].Server == "aim-c"
 	})
 }
+
+// TestIndexDropsDeadServer: a server whose heartbeat ended stops being a
+// location through the index too: the next hit on one of its entries is
+// answered from memory once more and re-read in the background (the store
+// returns only live servers), and a reload drops all of them.
+func TestIndexDropsDeadServer(t *testing.T) {
+	st := newMemStore()
+	var mu sync.Mutex
+	now := time.Unix(1795609100, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	st.now = clock
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_ = st.Heartbeat(ctx, "aim-b", 10*time.Second)
+	_ = st.PutRegistration(ctx, testReg("aim-b", "1001", now.Add(time.Hour)))
+	_ = st.PutRegistration(ctx, testReg("aim-b", "1002", now.Add(time.Hour)))
+	x := newIndex(st, clock, time.Minute)
+	if err := x.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); x.revalidator(ctx, time.Second) }()
+	defer func() { cancel(); <-done }()
+
+	mu.Lock()
+	now = now.Add(20 * time.Second) // aim-b's heartbeat has ended
+	mu.Unlock()
+	if got, _ := x.locate(ctx, "1001"); len(got) != 1 {
+		t.Fatalf("the first hit after the death is answered from memory: %+v", got)
+	}
+	waitFor(t, "dead server's entry re-read", func() bool {
+		got, err := x.locate(ctx, "1001")
+		return err == nil && len(got) == 0
+	})
+	if err := x.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lookups := st.lookups
+	if got, _ := x.locate(ctx, "1002"); len(got) != 0 || st.lookups != lookups+1 {
+		t.Fatalf("after a reload: %+v, %d store lookups (want a miss asking the store)", got, st.lookups-lookups)
+	}
+}

@@ -42,6 +42,7 @@ func newTrackerMetrics(reg prometheus.Registerer) (*trackerMetrics, error) {
 
 type agiMetrics struct {
 	sessions *prometheus.CounterVec
+	byStatus map[string]prometheus.Counter // sessions' children, resolved once
 	seconds  prometheus.Histogram
 	active   prometheus.Gauge
 	rejected prometheus.Counter
@@ -65,7 +66,21 @@ func newAGIMetrics(reg prometheus.Registerer) (*agiMetrics, error) {
 		indexed: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: subsystem,
 			Name: "index_registrations", Help: "Registrations in the in-memory index."}),
 	}
+	m.byStatus = map[string]prometheus.Counter{}
+	for _, st := range []string{StatusLocal, StatusRemote, StatusFound, StatusNotFound, StatusUnknownAccount,
+		StatusInvalid, StatusError, statusHangup} {
+		m.byStatus[st] = m.sessions.WithLabelValues(st)
+	}
 	return m, register(reg, m.sessions, m.seconds, m.active, m.rejected, m.refresh, m.indexed)
+}
+
+// session is the sessions counter of status, without a label lookup per
+// session.
+func (m *agiMetrics) session(status string) prometheus.Counter {
+	if c, ok := m.byStatus[status]; ok {
+		return c
+	}
+	return m.sessions.WithLabelValues(status)
 }
 
 func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {

@@ -6,7 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -34,6 +34,16 @@ type sessionBufs struct {
 	w         *bufio.Writer
 	env       []byte
 	envReader bytes.Reader
+	sess      *agi.Session
+}
+
+// session returns the pooled zaf/agi Session, its environment emptied.
+func (b *sessionBufs) session() *agi.Session {
+	if b.sess == nil || b.sess.Env == nil { // Init drops Env on a parse error
+		b.sess = agi.New()
+	}
+	clear(b.sess.Env)
+	return b.sess
 }
 
 var sessionPool = sync.Pool{New: func() any {
@@ -119,13 +129,13 @@ func (s *AGIServer) session(ctx context.Context, conn net.Conn) {
 	start := s.deps.Now()
 	s.m.active.Inc()
 	s.live.Add(1)
-	status := "hangup"
+	status := statusHangup
 	defer func() {
 		conn.Close()
-		s.m.active.Dec()
-		s.live.Add(-1)
-		s.m.sessions.WithLabelValues(status).Inc()
+		s.m.session(status).Inc()
 		s.m.seconds.Observe(s.deps.Now().Sub(start).Seconds())
+		s.m.active.Dec()
+		s.live.Add(-1) // last: a session seen ended is counted
 	}()
 	_ = conn.SetDeadline(time.Now().Add(s.c.cfg.SessionTimeout))
 	bufs := sessionPool.Get().(*sessionBufs)
@@ -143,33 +153,121 @@ func (s *AGIServer) session(ctx context.Context, conn net.Conn) {
 	var ee *errEnv
 	switch {
 	case errors.As(err, &ee):
-		status = StatusError
-		s.rawError(br, bw, ee.msg)
+		s.log.Info("finder: bad FastAGI request", "reason", ee.msg)
+		status = answer(conn, br, bw, "", StatusError, ee.msg)
 		return
 	case err != nil:
-		s.log.Debug("finder: FastAGI session ended before its environment", "remote", conn.RemoteAddr().String(), "err", err)
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.Debug("finder: FastAGI session ended before its environment", "remote", conn.RemoteAddr().String(), "err", err)
+		}
 		return
 	}
-	sess := agi.New()
+	// zaf/agi parses the environment (already bounded by readEnvInto); its
+	// Session is pooled with its map. answer writes the commands itself, in
+	// zaf/agi's format, without its fmt and per-command allocations.
+	sess := bufs.session()
 	bufs.envReader.Reset(raw)
-	bufs.zaf.Reset(io.MultiReader(&bufs.envReader, br))
+	bufs.zaf.Reset(&bufs.envReader)
 	defer bufs.zaf.Reset(nil)
-	if err := sess.Init(bufio.NewReadWriter(bufs.zaf, bw)); err != nil {
-		status = StatusError
-		s.rawError(br, bw, "bad AGI environment: "+err.Error())
+	if err := sess.Init(bufio.NewReadWriter(bufs.zaf, nil)); err != nil {
+		reason := "bad AGI environment: " + err.Error()
+		s.log.Info("finder: bad FastAGI request", "reason", reason)
+		status = answer(conn, br, bw, "", StatusError, reason)
 		return
 	}
 	dial, st, reason := s.resolve(ctx, sess.Env)
-	if _, err := sess.SetVariable(VarDialString, dial); err != nil {
-		return // HANGUP or connection gone
+	status = answer(conn, br, bw, dial, st, reason)
+}
+
+// statusHangup counts sessions that ended without both variables set: the
+// channel hung up (HANGUP) or the connection ended early.
+const statusHangup = "hangup"
+
+// answer sets dialString and dialStatus (and, with a reason, a VERBOSE
+// line for the console) and returns st, or statusHangup if the channel
+// hangs up or the connection fails before both are set.
+//
+// All commands go in one write, followed by the end of the server's side
+// of the connection (CloseWrite), and the replies are read after: one round
+// trip. The end matters: res_agi's run_agi waits for each command with poll
+// on the socket and then reads it with fgets from a stdio buffer, so a
+// second command that arrived with the first would sit in that buffer
+// unseen, and the call would stall until session_timeout; once the socket
+// has ended, poll returns at once and fgets takes the buffered commands one
+// by one, each answered in order, then AGI() ends with AGISTATUS SUCCESS as
+// when the server closes. An unprompted HANGUP line before or between the
+// replies ends the session (the channel is gone). A connection that cannot
+// end its side alone gets one command per round trip.
+func answer(conn net.Conn, br *bufio.Reader, bw *bufio.Writer, dial, st, reason string) string {
+	hc, ok := conn.(interface{ CloseWrite() error })
+	if !ok {
+		return answerInTurn(br, bw, dial, st, reason)
 	}
-	if _, err := sess.SetVariable(VarDialStatus, st); err != nil {
-		return
-	}
-	status = st
+	n := 2
+	writeSet(bw, VarDialString, dial)
+	writeSet(bw, VarDialStatus, st)
 	if reason != "" {
-		_, _ = sess.Verbose(verboseSafe("doorman dialLocal: "+reason), 1)
+		n++
+		writeVerbose(bw, reason)
 	}
+	if bw.Flush() != nil || hc.CloseWrite() != nil {
+		return statusHangup
+	}
+	for got := 0; got < n; got++ { // any reply (200, 510, 511, 520) answers one command
+		line, err := br.ReadSlice('\n')
+		if err != nil || bytes.HasPrefix(line, []byte("HANGUP")) {
+			if got >= 2 { // both variables are set; only VERBOSE's reply is missing
+				return st
+			}
+			return statusHangup
+		}
+	}
+	return st
+}
+
+// answerInTurn is answer with one command per round trip.
+func answerInTurn(br *bufio.Reader, bw *bufio.Writer, dial, st, reason string) string {
+	if !command(br, bw, func() { writeSet(bw, VarDialString, dial) }) ||
+		!command(br, bw, func() { writeSet(bw, VarDialStatus, st) }) {
+		return statusHangup
+	}
+	if reason != "" {
+		command(br, bw, func() { writeVerbose(bw, reason) })
+	}
+	return st
+}
+
+// command sends one command written by write and reads its reply; false
+// when the channel hung up or the connection failed. Any reply (200, 510,
+// 511, 520) answers the command.
+func command(br *bufio.Reader, bw *bufio.Writer, write func()) bool {
+	if br.Buffered() > 0 { // an unprompted HANGUP after the last reply, as zaf/agi checks
+		return false
+	}
+	write()
+	if bw.Flush() != nil {
+		return false
+	}
+	line, err := br.ReadSlice('\n')
+	return err == nil && !bytes.HasPrefix(line, []byte("HANGUP"))
+}
+
+// writeVerbose writes zaf/agi's Verbose line at level 1.
+func writeVerbose(bw *bufio.Writer, reason string) {
+	bw.WriteString(`VERBOSE "`)
+	bw.WriteString(verboseSafe("doorman dialLocal: " + reason))
+	bw.WriteString("\" 1\n")
+}
+
+// writeSet writes zaf/agi's SetVariable line: SET VARIABLE "name" "value".
+// Values are built from checked parts; verboseSafe is the last guard that
+// keeps them inside their quotes and on one line.
+func writeSet(bw *bufio.Writer, name, value string) {
+	bw.WriteString(`SET VARIABLE "`)
+	bw.WriteString(name)
+	bw.WriteString(`" "`)
+	bw.WriteString(verboseSafe(value))
+	bw.WriteString("\"\n")
 }
 
 // resolve decides the dial string for one session; reason is set for
@@ -226,28 +324,6 @@ func (s *AGIServer) withLocal(name string, regs []state.Registration) ([]state.R
 		}
 	}
 	return out, true
-}
-
-// rawError answers a session whose environment zaf/agi cannot use: it sets
-// dialStatus=ERROR, an empty dialString, and says why on the console.
-func (s *AGIServer) rawError(br *bufio.Reader, bw *bufio.Writer, reason string) {
-	s.log.Info("finder: bad FastAGI request", "reason", reason)
-	for _, cmd := range []string{
-		"SET VARIABLE " + VarDialStatus + " \"" + StatusError + "\"",
-		"SET VARIABLE " + VarDialString + " \"\"",
-		"VERBOSE \"" + verboseSafe("doorman dialLocal: "+reason) + "\" 1",
-	} {
-		if _, err := bw.WriteString(cmd + "\n"); err != nil {
-			return
-		}
-		if err := bw.Flush(); err != nil {
-			return
-		}
-		line, err := br.ReadSlice('\n')
-		if err != nil || bytes.HasPrefix(line, []byte("HANGUP")) {
-			return
-		}
-	}
 }
 
 // verboseSafe keeps a message inside AGI's quoted argument.

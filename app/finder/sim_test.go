@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	simagi "github.com/asterisksupport/doorman/integration/asterisksim/agi"
 )
 
@@ -32,12 +34,27 @@ func TestWithSimulatedAsterisk(t *testing.T) {
 				res.Vars[VarDialString], res.Vars[VarDialStatus], want)
 		}
 	}
+	// The simulator reads commands as run_agi does (poll, then fgets from a
+	// stdio buffer): had the server pipelined them without ending its side,
+	// the sessions would have stalled until session_timeout and counted as
+	// hangups.
+	waitFor(t, "sessions ended", func() bool { return r.srv.live.Load() == 0 })
+	for st, n := range map[string]float64{StatusLocal: 1, StatusRemote: 1, StatusNotFound: 1, StatusInvalid: 1, statusHangup: 0} {
+		if got := testutil.ToFloat64(r.srv.m.session(st)); got != n {
+			t.Errorf("sessions counted as %s: %v, want %v", st, got, n)
+		}
+	}
 	res, err := simagi.DialApp(ctx, "agi://"+r.addr+"/dialLocal,1001,25,TtWw", simagi.Channel{}, simagi.WithHangupDuring(1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.HungUp || res.Vars[VarDialStatus] != "" {
+	// The HANGUP line comes between the two replies: the session ends as a
+	// hangup (the dead channel still ran the second SET VARIABLE).
+	if !res.HungUp || res.Status != "HANGUP" {
 		t.Errorf("hangup during the first command: %+v", res)
 	}
 	waitFor(t, "sessions ended", func() bool { return r.srv.live.Load() == 0 })
+	if got := testutil.ToFloat64(r.srv.m.session(statusHangup)); got != 1 {
+		t.Errorf("sessions counted as hangup: %v, want 1", got)
+	}
 }

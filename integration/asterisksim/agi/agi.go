@@ -3,7 +3,10 @@
 // connects to an AGI server, sends the agi_* environment byte for byte as
 // Asterisk does (shared/asterisk-transcripts/agi-session.txt), answers the
 // server's commands against a simulated channel, and reports the channel
-// variables and the AGISTATUS Asterisk would leave behind.
+// variables and the AGISTATUS Asterisk would leave behind. It reads commands
+// as res_agi's run_agi does (poll on the socket, then fgets from a stdio
+// buffer), so a server that pipelines commands without ending its side of
+// the connection stalls here as it would on Asterisk.
 package agi
 
 import (

@@ -86,10 +86,17 @@ func run(ctx context.Context, t Target, ch Channel, args []string, cfg config) (
 	}
 }
 
-// readLines feeds command lines until the connection fails.
+// readLines feeds command lines until the connection fails, the way
+// res_agi's run_agi reads them: it waits for each command with poll on the
+// socket, then takes it with fgets from a stdio buffer. A command that came
+// in the same read as the previous one sits in that buffer unseen until the
+// socket has more bytes or its end: a server that pipelines commands
+// without closing its side stalls.
 func readLines(conn net.Conn, out chan<- lineResult, stop <-chan struct{}) {
-	r := bufio.NewReaderSize(conn, maxLine)
+	st := &stdio{conn: conn}
+	r := bufio.NewReaderSize(st, maxLine)
 	for {
+		st.poll()
 		line, err := readLine(r)
 		select {
 		case out <- lineResult{line, err}:
@@ -100,6 +107,40 @@ func readLines(conn net.Conn, out chan<- lineResult, stop <-chan struct{}) {
 			return
 		}
 	}
+}
+
+// stdio is the socket under run_agi's FILE: poll appends what the socket
+// has (blocking until it has something or ends); Read serves that first.
+type stdio struct {
+	conn    net.Conn
+	pending []byte
+	err     error // the socket's end (or failure), once seen
+}
+
+// poll blocks until the socket has bytes not yet read, or has ended.
+func (s *stdio) poll() {
+	if s.err != nil {
+		return // an ended socket stays readable
+	}
+	buf := make([]byte, 4096)
+	n, err := s.conn.Read(buf)
+	s.pending = append(s.pending, buf[:n]...)
+	s.err = err
+}
+
+// Read is fgets' refill: buffered bytes first, then the socket.
+func (s *stdio) Read(p []byte) (int, error) {
+	if len(s.pending) > 0 {
+		n := copy(p, s.pending)
+		s.pending = s.pending[n:]
+		return n, nil
+	}
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.conn.Read(p)
+	s.err = err
+	return n, err
 }
 
 // readLine reads one line, cut at maxLine, without its "\n" or "\r\n".

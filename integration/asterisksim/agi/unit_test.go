@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net"
 	"reflect"
 	"strings"
 	"testing"
@@ -193,5 +194,75 @@ func TestContextEndsSession(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Dial ignored ctx")
+	}
+}
+
+// TestPipelinedCommandsWaitForMoreBytes: run_agi polls the socket before
+// each command, so the second of two commands sent in one write is seen only
+// when more bytes or the end of the server's side arrive (res_agi.c,
+// run_agi: ast_waitfor_nandfds on the socket, then fgets on its FILE).
+func TestPipelinedCommandsWaitForMoreBytes(t *testing.T) {
+	for _, halfClose := range []bool{false, true} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		type outcome struct {
+			early string // replies read before the server closed its side
+			err   error
+		}
+		done := make(chan outcome, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				done <- outcome{err: err}
+				return
+			}
+			defer c.Close()
+			r := bufio.NewReader(c)
+			for { // the environment
+				l, err := r.ReadString('\n')
+				if err != nil {
+					done <- outcome{err: err}
+					return
+				}
+				if l == "\n" {
+					break
+				}
+			}
+			io.WriteString(c, "SET VARIABLE A 1\nSET VARIABLE B 2\n")
+			if halfClose {
+				c.(*net.TCPConn).CloseWrite()
+			}
+			var early strings.Builder
+			_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond)) // absence needs a window
+			for {
+				l, err := r.ReadString('\n')
+				early.WriteString(l)
+				if err != nil {
+					break
+				}
+			}
+			done <- outcome{early: early.String()}
+		}()
+		res, err := Dial(context.Background(), "agi://"+ln.Addr().String()+"/x", Channel{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := <-done
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		want := "200 result=1\n" // the second command waits in the stdio buffer
+		if halfClose {
+			want = "200 result=1\n200 result=1\n"
+		}
+		if !strings.HasPrefix(o.early, want) || (!halfClose && o.early != want) {
+			t.Errorf("halfClose=%v: replies before the server closed: %q, want %q", halfClose, o.early, want)
+		}
+		if res.Status != "SUCCESS" || res.Vars["A"] != "1" || res.Vars["B"] != "2" {
+			t.Errorf("halfClose=%v: status %s vars %v", halfClose, res.Status, res.Vars)
+		}
 	}
 }
