@@ -107,6 +107,11 @@ func (f *Firewall) Add(ctx context.Context, entries []firewall.Entry) error {
 			if b, ok := f.bound[s.Name]; ok {
 				f.bound[s.Name] = b + len(batch)
 			}
+			if k := f.known[s.Name]; k != nil {
+				for _, e := range batch {
+					k[string(e.Key)] = true
+				}
+			}
 			n += len(batch)
 		}
 	}
@@ -118,17 +123,30 @@ func (f *Firewall) Add(ctx context.Context, entries []firewall.Entry) error {
 // elements, and a restore into an empty set then needs a third of the work.
 const dumpAbove = 256
 
-// present returns the keys the set holds now, or nil (meaning "assume every
-// key may be present"). It reads the set only when that can pay: for a
-// large batch into a set that may be small. A dump costs in proportion to
-// the set, the add-delete-add form in proportion to the batch, so adding a
-// few hundred fresh bans to a set of 100,000 (a flood) must not read it,
-// while restoring 100,000 bans into an empty set (start, repair) should.
-// f.bound holds an upper bound of each set's size (elements seen by the
-// last read, plus every element added since); unknown means read.
+// present returns the keys the set may hold now, or nil (meaning "assume
+// every key may be present"). It reads the set only when that can pay:
+// for a large batch into a set that may be small. A dump costs in
+// proportion to the set, the add-delete-add form in proportion to the
+// batch, so adding a few hundred fresh bans to a set of 100,000 (a flood)
+// must not read it, while restoring 100,000 bans into an empty set (start,
+// repair) should. f.bound holds an upper bound of each set's size
+// (elements seen by the last read, plus every element added since);
+// unknown means read.
+//
+// A restore comes in pages (one Add each), and from the third page on
+// the set is too big to read for a page: f.known carries the keys of the
+// last read (or of a set Init created empty) plus every key added since,
+// from one large Add to the next, so every page is written as plain adds.
+// Keys only leave a set (timeouts, deletes) behind doorman's back, so this
+// stays a superset of what the set holds while doorman is its only writer.
+// A small batch (a live ban) ends it.
 func (f *Firewall) present(s *nftables.Set, batch int) (map[string]bool, error) {
 	if batch < dumpAbove {
+		delete(f.known, s.Name)
 		return nil, nil
+	}
+	if k := f.known[s.Name]; k != nil {
+		return k, nil
 	}
 	if b, ok := f.bound[s.Name]; ok && b > 2*batch {
 		return nil, nil
@@ -142,6 +160,7 @@ func (f *Firewall) present(s *nftables.Set, batch int) (map[string]bool, error) 
 	for _, e := range elems {
 		m[string(e.Key)] = true
 	}
+	f.known[s.Name] = m
 	return m, nil
 }
 
