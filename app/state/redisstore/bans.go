@@ -149,13 +149,18 @@ func (s *Store) ScanBans(ctx context.Context, fn func(page []state.Ban) error) e
 		return fmt.Errorf("redisstore: list bans: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	type result struct {
 		page []state.Ban
 		err  error
 	}
-	// One page in flight beside the one fn holds: two pages of memory.
-	pages := make(chan result, 1)
+	// Unbuffered: the reader reads the next page while fn holds this one,
+	// no further ahead, so at most two pages are in memory.
+	pages := make(chan result)
+	defer func() {
+		cancel()
+		for range pages { // wait for the reader to stop
+		}
+	}()
 	go func() {
 		defer close(pages)
 		for len(members) > 0 {
