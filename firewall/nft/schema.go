@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -157,7 +158,7 @@ func (f *Firewall) Init(ctx context.Context) error {
 				delete(f.bound, name)
 			case !existed[name]:
 				f.bound[name] = 0
-				f.known[name] = map[string]bool{}
+				f.known[name] = map[netip.Addr]bool{}
 			}
 		}
 	}
