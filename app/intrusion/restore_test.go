@@ -2,6 +2,7 @@ package intrusion
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"sync"
 	"testing"
@@ -134,5 +135,26 @@ func TestRestoreInPagesReadyOnlyInKernel(t *testing.T) {
 	}
 	if fw.adds < 3 {
 		t.Errorf("restore took %d Add calls; want one per page", fw.adds)
+	}
+}
+
+// A failed firewall write makes the monitor unready until the repair that
+// follows has put every ban back.
+func TestFailedWriteUnreadyUntilRepaired(t *testing.T) {
+	h := startMonitor(t, testConfig())
+	h.fw.mu.Lock()
+	h.fw.addErr = errors.New("netlink: no buffer space")
+	h.fw.mu.Unlock()
+	h.m.Handle(failed("198.51.100.7:5060", "s1"))
+	waitFor(t, "unready after a failed add", func() bool { return !h.m.Ready() })
+	if in, _ := h.fw.has(pfx("198.51.100.7/32")); in {
+		t.Fatal("the failed add is in the firewall")
+	}
+	h.fw.mu.Lock()
+	h.fw.addErr = nil
+	h.fw.mu.Unlock()
+	waitFor(t, "ready after the repair", h.m.Ready)
+	if in, _ := h.fw.has(pfx("198.51.100.7/32")); !in {
+		t.Fatal("ready, but the ban is not in the firewall")
 	}
 }
