@@ -19,6 +19,13 @@ type fwQueue struct {
 	mu   sync.Mutex
 	ops  []fwOp
 	wake chan struct{}
+
+	// hmu guards the kernel's health as the queue sees it: fails counts
+	// failed writes, inKernel says the last restore reached the kernel
+	// with no write failing since.
+	hmu      sync.Mutex
+	fails    uint64
+	inKernel bool
 }
 
 type fwOpKind uint8
@@ -27,6 +34,7 @@ const (
 	fwAdd fwOpKind = iota
 	fwDel
 	fwCall
+	fwBulk
 )
 
 type fwOp struct {
@@ -36,14 +44,22 @@ type fwOp struct {
 	recv    time.Time // trigger's receive time, for the latency metric; zero: not measured
 	call    func(context.Context, firewall.Firewall) error
 	done    chan error
+	bulk    []bulkEntry
+}
+
+// bulkEntry is one restored ban (start, resync, repair); zero expires:
+// permanent.
+type bulkEntry struct {
+	prefix  netip.Prefix
+	expires time.Time
 }
 
 // maxLiveBatch bounds a batch holding fresh bans, whose latency counts:
 // every ban of a batch waits for the whole kernel transaction. (The
 // nftables backend also reads a small set before adding 256 or more
-// entries; it no longer reads a large one.) Batches
-// of restored bans (start, resync, repair) are not bounded: they go to
-// the kernel in one Add, which the backend splits into netlink batches.
+// entries; it no longer reads a large one.) Restored bans (start, resync,
+// repair) are not bounded: each page of them goes to the kernel in one
+// Add (addBulk), which the backend splits into netlink batches.
 const maxLiveBatch = 255
 
 func newFWQueue(m *Monitor) *fwQueue {
@@ -65,6 +81,41 @@ func (q *fwQueue) add(p netip.Prefix, expires, recv time.Time) {
 }
 
 func (q *fwQueue) del(p netip.Prefix) { q.push(fwOp{kind: fwDel, prefix: p}) }
+
+// addBulk queues restored bans to go to the kernel in one Add of their
+// own, in queue order with the other operations.
+func (q *fwQueue) addBulk(es []bulkEntry) {
+	if len(es) > 0 {
+		q.push(fwOp{kind: fwBulk, bulk: es})
+	}
+}
+
+// failures returns how many firewall writes have failed so far.
+func (q *fwQueue) failures() uint64 {
+	q.hmu.Lock()
+	defer q.hmu.Unlock()
+	return q.fails
+}
+
+// markRestored queues, behind everything queued so far, the note that
+// the kernel holds it all, unless a firewall write failed after failures
+// returned since. It does not wait.
+func (q *fwQueue) markRestored(since uint64) {
+	q.push(fwOp{kind: fwCall, done: make(chan error, 1), call: func(context.Context, firewall.Firewall) error {
+		q.hmu.Lock()
+		defer q.hmu.Unlock()
+		q.inKernel = q.fails == since
+		return nil
+	}})
+}
+
+// healthy reports whether the last restore reached the kernel and no
+// firewall write failed since.
+func (q *fwQueue) healthy() bool {
+	q.hmu.Lock()
+	defer q.hmu.Unlock()
+	return q.inKernel
+}
 
 // do runs f on the firewall in queue order and waits for it.
 func (q *fwQueue) do(ctx context.Context, f func(context.Context, firewall.Firewall) error) error {
@@ -95,11 +146,16 @@ func (q *fwQueue) run(ctx context.Context) {
 			if !op.recv.IsZero() {
 				live++
 			}
-			if op.kind == fwCall {
+			switch {
+			case op.kind == fwCall:
 				q.apply(ctx, batch[start:i])
 				op.done <- op.call(ctx, q.m.fw)
 				start, live = i+1, 0
-			} else if live > 0 && i+1-start >= maxLiveBatch {
+			case op.kind == fwBulk:
+				q.apply(ctx, batch[start:i])
+				q.applyBulk(ctx, op.bulk)
+				start, live = i+1, 0
+			case live > 0 && i+1-start >= maxLiveBatch:
 				q.apply(ctx, batch[start:i+1])
 				start, live = i+1, 0
 			}
@@ -172,9 +228,34 @@ func (q *fwQueue) apply(ctx context.Context, ops []fwOp) {
 	}
 }
 
+// applyBulk adds restored bans in one Add (the backend splits it into
+// netlink batches).
+func (q *fwQueue) applyBulk(ctx context.Context, es []bulkEntry) {
+	now := q.m.clock.Now()
+	adds := make([]firewall.Entry, 0, len(es))
+	for _, e := range es {
+		switch {
+		case e.expires.IsZero():
+			adds = append(adds, firewall.Entry{Prefix: e.prefix})
+		case e.expires.After(now):
+			adds = append(adds, firewall.Entry{Prefix: e.prefix, Timeout: e.expires.Sub(now)})
+		}
+	}
+	if len(adds) == 0 {
+		return
+	}
+	if err := q.m.fw.Add(ctx, adds); err != nil {
+		q.failed("add", len(adds), err)
+	}
+}
+
 // failed logs a firewall error and asks for a repair, which re-applies
 // every ban this server enforces, so nothing is lost.
 func (q *fwQueue) failed(op string, n int, err error) {
+	q.hmu.Lock()
+	q.fails++
+	q.inKernel = false
+	q.hmu.Unlock()
 	q.m.met.fwErrors.Inc()
 	if q.m.running.Load() {
 		q.m.log.Warn("firewall "+op+" failed; repairing", "entries", n, "err", err)

@@ -71,6 +71,7 @@ type Monitor struct {
 	records map[netip.Prefix]*record
 	bans    map[netip.Prefix]*localBan // what this server enforces
 	seq     uint64                     // bumped on every change of bans
+	listGen uint64                     // bumped by every reconcile
 
 	fwq      *fwQueue
 	writer   *banWriter
@@ -97,7 +98,8 @@ type record struct {
 type localBan struct {
 	ban       state.Ban
 	seq       uint64
-	confirmed bool // the store has it (or it came from the store)
+	confirmed bool   // the store has it (or it came from the store)
+	listed    uint64 // listGen of the last reconcile whose listing had it
 }
 
 // loopback is never banned, whatever the configuration says.

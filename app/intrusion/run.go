@@ -50,7 +50,9 @@ func (m *Monitor) watch(ctx context.Context) {
 			m.met.storeErrors.WithLabelValues("watch").Inc()
 			m.log.Warn("cannot watch the ban feed; retrying", "err", err, "in", delay)
 			if first {
+				f0 := m.fwq.failures()
 				m.reconcile(ctx) // restore what we can now
+				m.fwq.markRestored(f0)
 				first = false
 			}
 			select {
@@ -62,7 +64,9 @@ func (m *Monitor) watch(ctx context.Context) {
 			continue
 		}
 		first, delay = false, retryMin
+		f0 := m.fwq.failures()
 		m.reconcile(ctx)
+		m.fwq.markRestored(f0)
 		m.ready.Store(true)
 		m.writer.kick()
 		m.follow(ctx, ch)
@@ -70,10 +74,13 @@ func (m *Monitor) watch(ctx context.Context) {
 	}
 }
 
-// Ready reports whether the monitor follows the store's ban feed and has
-// reconciled the firewall with it (for the health endpoint). Bans are
-// enforced locally also when it is not ready.
-func (m *Monitor) Ready() bool { return m.ready.Load() }
+// Ready reports whether the monitor follows the store's ban feed and the
+// kernel holds what it restored from the store (for the health endpoint):
+// after a start with 100,000 bans, not before the last of them is in the
+// kernel set. A failed firewall write makes it unready until the repair
+// that follows has succeeded. Bans are enforced locally also when it is
+// not ready.
+func (m *Monitor) Ready() bool { return m.ready.Load() && m.fwq.healthy() }
 
 // follow applies the feed until it closes. Periodic resyncs run here too,
 // so a listing never interleaves with feed events (a removal applied
@@ -91,7 +98,9 @@ func (m *Monitor) follow(ctx context.Context, ch <-chan state.BanEvent) {
 			case state.Removed:
 				m.applyFeedRemoval(ev.Ban.Prefix)
 			case state.Resync:
+				f0 := m.fwq.failures()
 				m.reconcile(ctx)
+				m.fwq.markRestored(f0)
 				m.writer.kick() // the store is back: write what waited
 			}
 		case <-m.resync:
@@ -183,17 +192,19 @@ func (m *Monitor) applyFeedRemoval(p netip.Prefix) {
 // reconcile makes the kernel set equal to the store's bans plus local
 // decisions the store does not have yet. If the store is unreachable it
 // keeps (and adopts) what the kernel holds and deletes nothing.
+//
+// The store's bans arrive a page at a time (state.BanScanner) and each
+// page goes to the kernel as one batch while the next is read, so a
+// restore of 100,000 bans at start overlaps reading Redis with writing the
+// kernel and holds no second copy of the listing. The kernel is read
+// first, so bans it already holds are not written again.
 func (m *Monitor) reconcile(ctx context.Context) {
+	start := time.Now()
 	m.mu.Lock()
 	seq0 := m.seq
+	m.listGen++
+	gen := m.listGen
 	m.mu.Unlock()
-	lctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
-	list, lerr := m.store.ListBans(lctx)
-	cancel()
-	if lerr != nil {
-		m.met.storeErrors.WithLabelValues("list").Inc()
-		m.log.Warn("cannot read bans from the store; keeping local bans", "err", lerr)
-	}
 	var kernel []firewall.Entry
 	kerr := m.fwq.do(ctx, func(ctx context.Context, fw firewall.Firewall) error {
 		var err error
@@ -203,47 +214,30 @@ func (m *Monitor) reconcile(ctx context.Context) {
 	if kerr != nil {
 		m.log.Warn("cannot list the firewall set", "err", kerr)
 	}
+	var have map[netip.Prefix]firewall.Entry
+	if kerr == nil && len(kernel) > 0 {
+		have = make(map[netip.Prefix]firewall.Entry, len(kernel))
+		for _, e := range kernel {
+			have[e.Prefix] = e
+		}
+	}
+	listed, written := 0, 0
+	lerr := m.scanBans(ctx, func(page []state.Ban) error {
+		adds := m.mergePage(page, seq0, gen, have, kerr == nil)
+		listed += len(page)
+		written += len(adds)
+		m.fwq.addBulk(adds)
+		return nil
+	})
+	if lerr != nil {
+		m.met.storeErrors.WithLabelValues("list").Inc()
+		m.log.Warn("cannot read bans from the store; keeping local bans", "err", lerr)
+	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.clock.Now()
-	if lerr == nil {
-		inStore := make(map[netip.Prefix]state.Ban, len(list))
-		for _, b := range list {
-			p, ok := normalize(b.Prefix)
-			switch {
-			case !ok:
-				m.met.skipped.WithLabelValues(skipBadBan).Inc()
-				continue
-			case m.overlapsNeverBan(p):
-				m.met.skipped.WithLabelValues(skipRemoteTrust).Inc()
-				continue
-			case !b.Permanent && !b.Expires.After(now):
-				continue
-			}
-			b.Prefix = p
-			inStore[p] = b
-		}
-		for p, lb := range m.bans {
-			if _, ok := inStore[p]; !ok && lb.confirmed && lb.seq <= seq0 {
-				m.seq++
-				delete(m.bans, p) // removed from the store while we were not looking
-				m.fwq.del(p)
-			}
-		}
-		for p, b := range inStore {
-			cur := m.bans[p]
-			switch {
-			case cur != nil && (cur.seq > seq0 || sameBan(cur.ban, b)):
-				cur.confirmed = cur.confirmed || sameBan(cur.ban, b)
-			case cur != nil && !cur.confirmed && outlasts(cur.ban, b):
-				// ours is newer and still on its way to the store
-			default:
-				m.seq++
-				m.bans[p] = &localBan{ban: b, seq: m.seq, confirmed: true}
-			}
-		}
-	} else if kerr == nil {
+	if lerr != nil && kerr == nil {
 		for _, e := range kernel {
 			p, ok := normalize(e.Prefix)
 			if !ok || m.bans[p] != nil || m.overlapsNeverBan(p) {
@@ -257,22 +251,31 @@ func (m *Monitor) reconcile(ctx context.Context) {
 			m.bans[p] = &localBan{ban: b, seq: m.seq, confirmed: true}
 		}
 	}
-	have := make(map[netip.Prefix]firewall.Entry, len(kernel))
-	for _, e := range kernel {
-		have[e.Prefix] = e
-	}
+	var adds []bulkEntry
+	var perm, temp int // what stays, for the gauge (one pass over 100,000 bans, not two)
 	for p, lb := range m.bans {
-		if !lb.ban.Permanent && !lb.ban.Expires.After(now) {
+		switch {
+		case !lb.ban.Permanent && !lb.ban.Expires.After(now):
 			delete(m.bans, p)
 			continue
-		}
-		e, ok := have[p]
-		if kerr == nil && ok && e.Permanent() == lb.ban.Permanent &&
-			(lb.ban.Permanent || e.Timeout >= lb.ban.Expires.Sub(now)-2*time.Second) {
+		case lb.listed == gen:
+			// merged from this listing: its page wrote it if needed
+		case lerr == nil && lb.confirmed && lb.seq <= seq0:
+			m.seq++
+			delete(m.bans, p) // removed from the store while we were not looking
+			m.fwq.del(p)
 			continue
+		case !inKernel(have, kerr == nil, lb.ban, now):
+			adds = append(adds, bulkEntry{p, lb.ban.Expires})
 		}
-		m.fwq.add(p, lb.ban.Expires, time.Time{})
+		if lb.ban.Permanent {
+			perm++
+		} else {
+			temp++
+		}
 	}
+	m.fwq.addBulk(adds)
+	written += len(adds)
 	if lerr == nil && kerr == nil {
 		for _, e := range kernel {
 			if _, ok := m.bans[e.Prefix]; !ok {
@@ -280,7 +283,87 @@ func (m *Monitor) reconcile(ctx context.Context) {
 			}
 		}
 	}
-	m.updateActiveLocked()
+	m.setActive(perm, temp)
+	if gen == 1 {
+		// Logged once the kernel has taken everything queued (for
+		// operators and the restore benchmark's breakdown).
+		listedAfter := time.Since(start)
+		m.fwq.push(fwOp{kind: fwCall, done: make(chan error, 1), call: func(context.Context, firewall.Firewall) error {
+			m.log.Info("bans restored", "from_store", listed, "to_firewall", written, "in_firewall_before", len(kernel),
+				"listed_after", listedAfter.Round(time.Millisecond), "in_firewall_after", time.Since(start).Round(time.Millisecond))
+			return nil
+		}})
+	}
+}
+
+// scanBans lists the store's bans a page at a time, or in one page when
+// the store cannot page. Each page must come within StoreTimeout.
+func (m *Monitor) scanBans(ctx context.Context, fn func([]state.Ban) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watchdog := time.AfterFunc(m.cfg.StoreTimeout, cancel)
+	defer watchdog.Stop()
+	if sc, ok := m.store.(state.BanScanner); ok {
+		return sc.ScanBans(ctx, func(page []state.Ban) error {
+			watchdog.Stop()
+			defer watchdog.Reset(m.cfg.StoreTimeout)
+			return fn(page)
+		})
+	}
+	list, err := m.store.ListBans(ctx)
+	watchdog.Stop()
+	if err != nil {
+		return err
+	}
+	return fn(list)
+}
+
+// mergePage merges one page of the store's bans into m.bans, marking what
+// it holds with gen, and returns those the kernel lacks (have, when
+// kernelKnown, is what it held before the listing).
+func (m *Monitor) mergePage(page []state.Ban, seq0, gen uint64, have map[netip.Prefix]firewall.Entry, kernelKnown bool) []bulkEntry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.clock.Now()
+	adds := make([]bulkEntry, 0, len(page))
+	for _, b := range page {
+		p, ok := normalize(b.Prefix)
+		switch {
+		case !ok:
+			m.met.skipped.WithLabelValues(skipBadBan).Inc()
+			continue
+		case m.overlapsNeverBan(p):
+			m.met.skipped.WithLabelValues(skipRemoteTrust).Inc()
+			continue
+		case !b.Permanent && !b.Expires.After(now):
+			continue
+		}
+		b.Prefix = p
+		cur := m.bans[p]
+		switch {
+		case cur != nil && (cur.seq > seq0 || sameBan(cur.ban, b)):
+			cur.confirmed = cur.confirmed || sameBan(cur.ban, b)
+		case cur != nil && !cur.confirmed && outlasts(cur.ban, b):
+			// ours is newer and still on its way to the store
+		default:
+			m.seq++
+			cur = &localBan{ban: b, seq: m.seq, confirmed: true}
+			m.bans[p] = cur
+		}
+		cur.listed = gen
+		if !inKernel(have, kernelKnown, cur.ban, now) {
+			adds = append(adds, bulkEntry{p, cur.ban.Expires})
+		}
+	}
+	return adds
+}
+
+// inKernel reports whether the kernel listing have (if known) holds b with
+// the right kind and at least its time left.
+func inKernel(have map[netip.Prefix]firewall.Entry, known bool, b state.Ban, now time.Time) bool {
+	e, ok := have[b.Prefix]
+	return known && ok && e.Permanent() == b.Permanent &&
+		(b.Permanent || e.Timeout >= b.Expires.Sub(now)-2*time.Second)
 }
 
 // maintain checks the firewall every ReconcileInterval (repairing it when
@@ -339,6 +422,7 @@ func (m *Monitor) check(ctx context.Context, force bool) {
 		m.met.repairs.Inc()
 		m.log.Warn("firewall table or set missing; restoring it and every ban", "err", err)
 	}
+	f0 := m.fwq.failures()
 	if err := m.fwq.do(ctx, func(ctx context.Context, fw firewall.Firewall) error { return fw.Init(ctx) }); err != nil {
 		if ctx.Err() == nil {
 			m.met.fwErrors.Inc()
@@ -349,11 +433,14 @@ func (m *Monitor) check(ctx context.Context, force bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.clock.Now()
+	adds := make([]bulkEntry, 0, len(m.bans))
 	for p, lb := range m.bans {
 		if lb.ban.Permanent || lb.ban.Expires.After(now) {
-			m.fwq.add(p, lb.ban.Expires, time.Time{})
+			adds = append(adds, bulkEntry{p, lb.ban.Expires})
 		}
 	}
+	m.fwq.addBulk(adds)
+	m.fwq.markRestored(f0)
 }
 
 // sweep forgets expired bans and counters.
@@ -361,9 +448,15 @@ func (m *Monitor) sweep() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.clock.Now()
+	var perm, temp int
 	for p, lb := range m.bans {
-		if !lb.ban.Permanent && !lb.ban.Expires.After(now) {
+		switch {
+		case lb.ban.Permanent:
+			perm++
+		case !lb.ban.Expires.After(now):
 			delete(m.bans, p)
+		default:
+			temp++
 		}
 	}
 	for p, r := range m.records {
@@ -371,7 +464,7 @@ func (m *Monitor) sweep() {
 			delete(m.records, p)
 		}
 	}
-	m.updateActiveLocked()
+	m.setActive(perm, temp)
 }
 
 func (m *Monitor) updateActiveLocked() {
@@ -383,6 +476,11 @@ func (m *Monitor) updateActiveLocked() {
 			temp++
 		}
 	}
+	m.setActive(perm, temp)
+}
+
+// setActive sets the active-bans gauge.
+func (m *Monitor) setActive(perm, temp int) {
 	m.met.active.WithLabelValues("permanent").Set(float64(perm))
 	m.met.active.WithLabelValues("temporary").Set(float64(temp))
 }

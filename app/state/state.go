@@ -58,6 +58,17 @@ type Bans interface {
 	WatchBans(ctx context.Context) (<-chan BanEvent, error)
 }
 
+// BanScanner is an optional part of Bans for stores that can list bans a
+// page at a time: a consumer of 100,000 bans (the Intrusion Monitor's
+// restore at start) can then work on one page while the next is read, and
+// never holds the whole listing twice.
+type BanScanner interface {
+	// ScanBans calls fn with every ban that has not expired, a page at a
+	// time, in no particular order, each ban once. It stops at fn's first
+	// error and returns it; a page passed to fn is fn's to keep.
+	ScanBans(ctx context.Context, fn func(page []Ban) error) error
+}
+
 // Registration is one contact of one AOR registered on one server.
 type Registration struct {
 	Server     string    `json:"server"`      // registering server's systemname (reg_server)

@@ -36,7 +36,11 @@ func Entries(n int, timeout time.Duration) []firewall.Entry {
 
 // BenchRestore measures restoring n permanent bans in one Add call into a
 // fresh namespace, as after a reboot or a flushed ruleset.
-func BenchRestore(b *testing.B, newFW NewB, n int) {
+func BenchRestore(b *testing.B, newFW NewB, n int) { BenchRestorePages(b, newFW, n, n) }
+
+// BenchRestorePages is BenchRestore with the bans added page entries per
+// Add, as the Intrusion Monitor restores a store that lists in pages.
+func BenchRestorePages(b *testing.B, newFW NewB, n, page int) {
 	es := Entries(n, 0)
 	ctx := context.Background()
 	var total, spent time.Duration
@@ -45,8 +49,10 @@ func BenchRestore(b *testing.B, newFW NewB, n int) {
 		f := newFW(b, netnstest.New(b))
 		b.StartTimer()
 		start, cpu0 := time.Now(), cpu(b)
-		if err := f.Add(ctx, es); err != nil {
-			b.Fatal(err)
+		for p := range slices.Chunk(es, page) {
+			if err := f.Add(ctx, p); err != nil {
+				b.Fatal(err)
+			}
 		}
 		total += time.Since(start)
 		spent += cpu(b) - cpu0

@@ -46,6 +46,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"regexp"
 	"sync"
@@ -143,6 +144,13 @@ type Firewall struct {
 	h    *netlink.Handle
 	sock *nl.SocketHandle // for batched ADT messages
 	w    writer
+	// known holds, by set name, prefixes that may be in the set: those of
+	// its last listing by inSet plus every one added since. Entries only
+	// leave a set behind doorman's back (timeouts), so it stays a superset
+	// while doorman is the set's only writer. It spares a restore that
+	// comes in pages one listing of the other set per page; Init and List
+	// drop it, which bounds its growth.
+	known map[string]map[netip.Prefix]bool
 }
 
 var _ firewall.Firewall = (*Firewall)(nil)
@@ -157,7 +165,8 @@ func New(cfg Config, log *slog.Logger) (*Firewall, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &Firewall{cfg: cfg, log: log.With("component", "firewall/ipset"), nsh: netns.None()}
+	f := &Firewall{cfg: cfg, log: log.With("component", "firewall/ipset"), nsh: netns.None(),
+		known: map[string]map[netip.Prefix]bool{}}
 	if cfg.NetNS != "" {
 		h, err := netns.GetFromPath(cfg.NetNS)
 		if err != nil {

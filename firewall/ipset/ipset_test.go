@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -269,4 +270,49 @@ func newFW(b *testing.B, ns *netnstest.NS) firewall.Firewall { return newFirewal
 
 func BenchmarkRestore100k(b *testing.B) { fwtest.BenchRestore(b, newFW, 100_000) }
 
+// BenchmarkRestore100kPages adds the 100,000 bans in the pages of 4,000
+// that the Intrusion Monitor gets from Redis.
+func BenchmarkRestore100kPages(b *testing.B) { fwtest.BenchRestorePages(b, newFW, 100_000, 4000) }
+
 func BenchmarkAddLatency(b *testing.B) { fwtest.BenchAddLatency(b, newFW, 10_000) }
+
+// TestRestoreInPages adds bans a page at a time, as the Intrusion Monitor
+// restores them, moving pages between the permanent and the timeout sets:
+// each ban ends in exactly one set, with its kind.
+func TestRestoreInPages(t *testing.T) {
+	requireTools(t)
+	f := newFirewall(t, netnstest.New(t))
+	ctx := context.Background()
+	want := map[netip.Prefix]bool{} // permanent?
+	add := func(es []firewall.Entry) {
+		t.Helper()
+		for page := range slices.Chunk(es, 400) {
+			if err := f.Add(ctx, page); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, e := range es {
+			want[e.Prefix] = e.Timeout == 0
+		}
+	}
+	add(fwtest.Entries(3000, 0))
+	add(fwtest.Entries(1200, time.Hour)) // permanent -> timeout set
+	add(fwtest.Entries(800, 0))          // and back
+	got, err := f.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[netip.Prefix]bool{}
+	for _, e := range got {
+		if seen[e.Prefix] {
+			t.Fatalf("%v listed twice (in both sets)", e.Prefix)
+		}
+		seen[e.Prefix] = true
+		if perm, ok := want[e.Prefix]; !ok || perm != e.Permanent() {
+			t.Fatalf("%v: permanent %v, want %v (known %v)", e.Prefix, e.Permanent(), perm, ok)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Fatalf("%d bans listed, want %d", len(seen), len(want))
+	}
+}

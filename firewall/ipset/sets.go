@@ -23,6 +23,7 @@ func (f *Firewall) Init(ctx context.Context) error {
 		return err
 	}
 	defer f.mu.Unlock()
+	clear(f.known) // an existing set is kept with whatever it holds
 	added := 0
 	for _, s := range f.sets() {
 		opts := netlink.IpsetCreateOptions{Replace: true, Family: unix.AF_INET, MaxElements: f.cfg.MaxElem}
@@ -254,20 +255,24 @@ func (f *Firewall) Delete(ctx context.Context, prefixes []netip.Prefix) error {
 const dumpAbove = 256
 
 // inSet returns the items that s may hold: all of them for small batches,
-// else those a listing of s shows.
+// else those a listing of s shows (or f.known, kept since the last one).
 func (f *Firewall) inSet(s set, items []item) ([]item, error) {
 	if len(items) < dumpAbove {
 		return items, nil
 	}
-	r, err := f.header(s)
-	if err != nil {
-		return nil, err
-	}
-	have := make(map[netip.Prefix]bool, len(r.Entries))
-	for _, e := range r.Entries {
-		if a, ok := netip.AddrFromSlice(e.IP); ok {
-			have[netip.PrefixFrom(a.Unmap(), int(e.CIDR))] = true
+	have := f.known[s.name]
+	if have == nil {
+		r, err := f.header(s)
+		if err != nil {
+			return nil, err
 		}
+		have = make(map[netip.Prefix]bool, len(r.Entries))
+		for _, e := range r.Entries {
+			if a, ok := netip.AddrFromSlice(e.IP); ok {
+				have[netip.PrefixFrom(a.Unmap(), int(e.CIDR))] = true
+			}
+		}
+		f.known[s.name] = have
 	}
 	var out []item
 	for _, it := range items {
@@ -287,7 +292,13 @@ func (f *Firewall) writeBatches(ctx context.Context, cmd int, s set, items []ite
 		chunk := items[:min(len(items), f.cfg.BatchSize)]
 		items = items[len(chunk):]
 		if err := f.w.write(cmd, s.name, chunk); err != nil {
+			delete(f.known, s.name) // part of the message may have been applied
 			return fmt.Errorf("ipset: %s %s: %w", verb, s.name, err)
+		}
+		if k := f.known[s.name]; k != nil && cmd == nl.IPSET_CMD_ADD {
+			for _, it := range chunk {
+				k[it.p] = true
+			}
 		}
 		if _, ok := f.w.(*netlinkWriter); ok || cmd != nl.IPSET_CMD_ADD {
 			continue
@@ -313,6 +324,7 @@ func (f *Firewall) List(ctx context.Context) ([]firewall.Entry, error) {
 		return nil, err
 	}
 	defer f.mu.Unlock()
+	clear(f.known) // bounds its growth: the next large add lists afresh
 	var out []firewall.Entry
 	for _, s := range f.sets() {
 		r, err := f.header(s)

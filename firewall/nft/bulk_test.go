@@ -144,3 +144,36 @@ func checkSet(t *testing.T, f firewall.Firewall, want map[netip.Prefix]time.Dura
 		}
 	}
 }
+
+// TestRestoreInPages adds a restore a page at a time into sets Init just
+// created, as the Intrusion Monitor does, then turns one page's bans
+// temporary and a page of temporary ones permanent: every page lands, and
+// re-added keys get their new timeouts.
+func TestRestoreInPages(t *testing.T) {
+	ns := netnstest.New(t)
+	f := newFirewall(t, ns)
+	ctx := context.Background()
+	es := fwtest.Entries(6000, 0)
+	want := map[netip.Prefix]time.Duration{}
+	for page := range slices.Chunk(es, 500) {
+		if err := f.Add(ctx, page); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range page {
+			want[e.Prefix] = e.Timeout
+		}
+	}
+	checkSet(t, f, want)
+	change := slices.Concat(fwtest.Entries(500, time.Hour), fwtest.Entries(6500, time.Hour)[6000:])
+	if err := f.Add(ctx, change); err != nil {
+		t.Fatal(err)
+	}
+	back := fwtest.Entries(6500, 0)[6000:]
+	if err := f.Add(ctx, back); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range slices.Concat(change, back) {
+		want[e.Prefix] = e.Timeout
+	}
+	checkSet(t, f, want)
+}

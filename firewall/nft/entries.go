@@ -60,7 +60,9 @@ func (f *Firewall) Add(ctx context.Context, entries []firewall.Entry) error {
 			to = time.Millisecond // the kernel counts ms; 0 would mean permanent
 		}
 		if groups[k] == nil {
-			groups[k] = map[netip.Prefix]time.Duration{}
+			// Sized for the usual case, every entry in one set: a map
+			// grown by doubling to 100,000 entries allocates twice that.
+			groups[k] = make(map[netip.Prefix]time.Duration, len(entries))
 		}
 		if old, dup := groups[k][p]; dup && (old == 0 || (to != 0 && to < old)) {
 			continue
@@ -85,29 +87,47 @@ func (f *Firewall) Add(ctx context.Context, entries []firewall.Entry) error {
 	}
 	t := f.table()
 	n := 0
+	// One batch of elements at a time, in a buffer reused by every batch.
+	buf := make([]nftables.SetElement, 0, min(len(entries), f.cfg.BatchSize))
 	for k, g := range groups {
 		s := f.set(t, k.fam, k.bits)
 		present, err := f.present(s, len(g))
 		if err != nil {
 			return err
 		}
-		elems := make([]nftables.SetElement, 0, len(g))
-		for p, to := range g {
-			elems = append(elems, nftables.SetElement{Key: p.Addr().AsSlice(), Timeout: to})
-		}
-		for len(elems) > 0 {
+		send := func() error {
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("nft: add: %w (%d of %d entries applied)", err, n, len(entries))
 			}
-			batch := elems[:min(len(elems), f.cfg.BatchSize)]
-			elems = elems[len(batch):]
-			if err := f.replace(s, batch, present); err != nil {
+			if err := f.replace(s, buf, present); err != nil {
 				return fmt.Errorf("nft: add to %s: %w", s.Name, err)
 			}
 			if b, ok := f.bound[s.Name]; ok {
-				f.bound[s.Name] = b + len(batch)
+				f.bound[s.Name] = b + len(buf)
 			}
-			n += len(batch)
+			if k := f.known[s.Name]; k != nil {
+				for _, e := range buf {
+					a, _ := netip.AddrFromSlice(e.Key)
+					k[a] = true
+				}
+			}
+			n += len(buf)
+			clear(buf)
+			buf = buf[:0]
+			return nil
+		}
+		for p, to := range g {
+			buf = append(buf, nftables.SetElement{Key: p.Addr().AsSlice(), Timeout: to})
+			if len(buf) == f.cfg.BatchSize {
+				if err := send(); err != nil {
+					return err
+				}
+			}
+		}
+		if len(buf) > 0 {
+			if err := send(); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -118,17 +138,30 @@ func (f *Firewall) Add(ctx context.Context, entries []firewall.Entry) error {
 // elements, and a restore into an empty set then needs a third of the work.
 const dumpAbove = 256
 
-// present returns the keys the set holds now, or nil (meaning "assume every
-// key may be present"). It reads the set only when that can pay: for a
-// large batch into a set that may be small. A dump costs in proportion to
-// the set, the add-delete-add form in proportion to the batch, so adding a
-// few hundred fresh bans to a set of 100,000 (a flood) must not read it,
-// while restoring 100,000 bans into an empty set (start, repair) should.
-// f.bound holds an upper bound of each set's size (elements seen by the
-// last read, plus every element added since); unknown means read.
-func (f *Firewall) present(s *nftables.Set, batch int) (map[string]bool, error) {
+// present returns the keys the set may hold now, or nil (meaning "assume
+// every key may be present"). It reads the set only when that can pay:
+// for a large batch into a set that may be small. A dump costs in
+// proportion to the set, the add-delete-add form in proportion to the
+// batch, so adding a few hundred fresh bans to a set of 100,000 (a flood)
+// must not read it, while restoring 100,000 bans into an empty set (start,
+// repair) should. f.bound holds an upper bound of each set's size
+// (elements seen by the last read, plus every element added since);
+// unknown means read.
+//
+// A restore comes in pages (one Add each), and from the third page on
+// the set is too big to read for a page: f.known carries the keys of the
+// last read (or of a set Init created empty) plus every key added since,
+// from one large Add to the next, so every page is written as plain adds.
+// Keys only leave a set (timeouts, deletes) behind doorman's back, so this
+// stays a superset of what the set holds while doorman is its only writer.
+// A small batch (a live ban) ends it.
+func (f *Firewall) present(s *nftables.Set, batch int) (map[netip.Addr]bool, error) {
 	if batch < dumpAbove {
+		delete(f.known, s.Name)
 		return nil, nil
+	}
+	if k := f.known[s.Name]; k != nil {
+		return k, nil
 	}
 	if b, ok := f.bound[s.Name]; ok && b > 2*batch {
 		return nil, nil
@@ -138,10 +171,13 @@ func (f *Firewall) present(s *nftables.Set, batch int) (map[string]bool, error) 
 		return nil, fmt.Errorf("nft: list %s: %w", s.Name, err)
 	}
 	f.bound[s.Name] = len(elems)
-	m := make(map[string]bool, len(elems))
+	m := make(map[netip.Addr]bool, len(elems))
 	for _, e := range elems {
-		m[string(e.Key)] = true
+		if a, ok := netip.AddrFromSlice(e.Key); ok {
+			m[a] = true
+		}
 	}
+	f.known[s.Name] = m
 	return m, nil
 }
 
@@ -157,10 +193,10 @@ const msgElems = 1000
 // missing element would fail the whole batch with ENOENT), and as the batch
 // is atomic an existing ban never lapses. An element that expires between
 // the dump and the batch is absent and simply re-added.
-func (f *Firewall) replace(s *nftables.Set, elems []nftables.SetElement, present map[string]bool) error {
+func (f *Firewall) replace(s *nftables.Set, elems []nftables.SetElement, present map[netip.Addr]bool) error {
 	var maybe []nftables.SetElement
 	for _, e := range elems {
-		if present == nil || present[string(e.Key)] {
+		if a, _ := netip.AddrFromSlice(e.Key); present == nil || present[a] {
 			maybe = append(maybe, nftables.SetElement{Key: e.Key})
 		}
 	}

@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"regexp"
 	"sync"
@@ -127,6 +128,11 @@ type Firewall struct {
 	// bound is an upper bound of each set's element count, by set name,
 	// where known; it only chooses how Add writes (see present).
 	bound map[string]int
+	// known holds, by set name, keys that may be in the set (a superset:
+	// every key added since the set was created empty or last read),
+	// kept while large adds follow each other, as the pages of a restore
+	// do; see present.
+	known map[string]map[netip.Addr]bool
 }
 
 var _ firewall.Firewall = (*Firewall)(nil)
@@ -142,7 +148,7 @@ func New(cfg Config, log *slog.Logger) (*Firewall, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	f := &Firewall{cfg: cfg, log: log.With("component", "firewall/nft", "table", cfg.Table),
-		lens: map[int]map[int]bool{4: {32: true}, 6: {cfg.IPv6PrefixLen: true}}, bound: map[string]int{}}
+		lens: map[int]map[int]bool{4: {32: true}, 6: {cfg.IPv6PrefixLen: true}}, bound: map[string]int{}, known: map[string]map[netip.Addr]bool{}}
 	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(bigSendBuffer)}
 	if cfg.NetNS != "" {
 		nsf, err := os.Open(cfg.NetNS)

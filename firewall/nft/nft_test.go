@@ -210,6 +210,10 @@ func newFW(b *testing.B, ns *netnstest.NS) firewall.Firewall { return newFirewal
 
 func BenchmarkRestore100k(b *testing.B) { fwtest.BenchRestore(b, newFW, 100_000) }
 
+// BenchmarkRestore100kPages adds the 100,000 bans in the pages of 4,000
+// that the Intrusion Monitor gets from Redis.
+func BenchmarkRestore100kPages(b *testing.B) { fwtest.BenchRestorePages(b, newFW, 100_000, 4000) }
+
 func BenchmarkAddLatency(b *testing.B) { fwtest.BenchAddLatency(b, newFW, 10_000) }
 
 func TestTeardown(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -151,11 +152,13 @@ func (f *Firewall) Init(ctx context.Context) error {
 	for _, fam := range []int{4, 6} {
 		for bits := range f.lens[fam] {
 			name := f.setName(fam, bits)
+			delete(f.known, name)
 			switch {
 			case !known:
 				delete(f.bound, name)
 			case !existed[name]:
 				f.bound[name] = 0
+				f.known[name] = map[netip.Addr]bool{}
 			}
 		}
 	}

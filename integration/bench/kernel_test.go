@@ -67,10 +67,16 @@ func (w *setWatch) addrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-// count returns how many elements the set holds.
+// count returns how many distinct elements one dump of the set shows. (A
+// dump taken while the kernel resizes the set's hash table, as it does
+// after a large insert, can repeat some elements and miss others.)
 func (w *setWatch) count() int {
 	a, _ := w.addrs()
-	return len(a)
+	seen := make(map[netip.Addr]bool, len(a))
+	for _, x := range a {
+		seen[x] = true
+	}
+	return len(seen)
 }
 
 // track polls the set every interval in the background and records when

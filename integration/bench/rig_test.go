@@ -47,6 +47,7 @@ type rig struct {
 	agent    *harness.Proc
 	amiAddr  string // "" = the simulator's 127.0.0.1:5038
 	oneCore  bool   // run the agent with GOMAXPROCS=1
+	backend  string // the agent's firewall backend; "" = nftables
 	fail2ban *harness.Fail2ban
 }
 
@@ -169,7 +170,7 @@ ami: {addr: "{{.AMI}}", username: doorman, secret: "{{.AMISecret}}"}
 store:
   embedded_path: "{{.Dir}}/state.db"
   redis: {addrs: ["{{.Redis}}"]}
-firewall: {backend: nftables, table: doorman}
+firewall: {backend: {{.Backend}}, table: doorman}
 api: {listen: "127.0.0.1:9485", token: "{{.Token}}"}
 log_level: info
 intrusion:
@@ -197,8 +198,12 @@ func (r *rig) startAgentAsync(threshold int, trusted ...string) {
 	if r.agent != nil {
 		r.agent.Stop()
 	}
+	backend := r.backend
+	if backend == "" {
+		backend = "nftables"
+	}
 	var buf bytes.Buffer
-	if err := agentConfig.Execute(&buf, map[string]any{"IP": r.dm.IPv4, "AMISecret": amiSecret, "Dir": r.dmDir,
+	if err := agentConfig.Execute(&buf, map[string]any{"Backend": backend, "IP": r.dm.IPv4, "AMISecret": amiSecret, "Dir": r.dmDir,
 		"Redis": r.redis.Addr, "Token": apiToken, "Threshold": threshold, "Trusted": trusted, "AMI": ami}); err != nil {
 		r.tb.Fatal(err)
 	}

@@ -97,6 +97,30 @@ func (s *Store) ListBans(context.Context) ([]state.Ban, error) {
 	return out, nil
 }
 
+// scanPage is how many bans ScanBans hands over at once.
+const scanPage = 4096
+
+// ScanBans calls fn with every ban that has not expired, scanPage at a
+// time. The pages are cut from one snapshot, taken under the lock, so fn
+// may call the Store.
+func (s *Store) ScanBans(ctx context.Context, fn func(page []state.Ban) error) error {
+	bans, err := s.ListBans(ctx)
+	if err != nil {
+		return err
+	}
+	for len(bans) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(scanPage, len(bans))
+		if err := fn(bans[:n:n]); err != nil {
+			return err
+		}
+		bans = bans[n:]
+	}
+	return nil
+}
+
 // WatchBans streams ban changes until ctx ends or the Store closes.
 func (s *Store) WatchBans(ctx context.Context) (<-chan state.BanEvent, error) {
 	ch, ok := s.banFeed.watch(ctx, s.done)

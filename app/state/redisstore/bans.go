@@ -119,19 +119,89 @@ const (
 
 // ListBans returns every ban that has not expired.
 func (s *Store) ListBans(ctx context.Context) ([]state.Ban, error) {
+	var bans []state.Ban
+	err := s.ScanBans(ctx, func(page []state.Ban) error {
+		bans = append(bans, page...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if bans == nil {
+		bans = []state.Ban{}
+	}
+	return bans, nil
+}
+
+// scanPage is how many bans ScanBans reads in one pipelined round trip
+// (scanPage/mgetChunk MGETs) and hands over at once.
+const scanPage = mgetRound * mgetChunk
+
+// ScanBans calls fn with every ban that has not expired, scanPage at a
+// time. The next page is read while fn works on the current one, so a
+// consumer that writes each page elsewhere (the kernel) overlaps with
+// Redis. A ban deleted between the index read and its page is skipped.
+func (s *Store) ScanBans(ctx context.Context, fn func(page []state.Ban) error) error {
 	now := time.Now().UnixMilli()
 	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.k.bans(),
 		Start: "(" + strconv.FormatInt(now, 10), Stop: "+inf", ByScore: true}).Result()
 	if err != nil {
-		return nil, fmt.Errorf("redisstore: list bans: %w", err)
+		return fmt.Errorf("redisstore: list bans: %w", err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	type result struct {
+		page []state.Ban
+		err  error
+	}
+	// Unbuffered: the reader reads the next page while fn holds this one,
+	// no further ahead, so at most two pages are in memory.
+	pages := make(chan result)
+	defer func() {
+		cancel()
+		for range pages { // wait for the reader to stop
+		}
+	}()
+	go func() {
+		defer close(pages)
+		for len(members) > 0 {
+			n := min(scanPage, len(members))
+			page, err := s.readBans(ctx, members[:n])
+			members = members[n:]
+			select {
+			case pages <- result{page, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for r := range pages {
+		if r.err != nil {
+			return fmt.Errorf("redisstore: list bans: %w", r.err)
+		}
+		if len(r.page) == 0 {
+			continue
+		}
+		if err := fn(r.page); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// readBans reads and decodes the bans of index members in one pipelined
+// round trip of MGETs; members whose ban is gone or does not decode are
+// skipped.
+func (s *Store) readBans(ctx context.Context, members []string) ([]state.Ban, error) {
 	keys := make([]string, len(members))
 	for i, m := range members {
 		keys[i] = s.k.ban(m)
 	}
 	vals, err := s.mget(ctx, keys)
 	if err != nil {
-		return nil, fmt.Errorf("redisstore: list bans: %w", err)
+		return nil, err
 	}
 	bans := make([]state.Ban, 0, len(vals))
 	for _, v := range vals {

@@ -2,6 +2,7 @@ package statetest
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"sync"
 	"testing"
@@ -214,6 +215,81 @@ func testBanExpires(t *testing.T, open Open) {
 	})
 	if time.Now().Before(short.Expires.Add(-20 * time.Millisecond)) {
 		t.Fatalf("ban gone before its expiry %v", short.Expires)
+	}
+}
+
+// testScanBans checks the optional state.BanScanner on more bans than one
+// page holds: each unexpired ban exactly once, as ListBans has it, and fn's
+// error ends the scan.
+func testScanBans(t *testing.T, open Open) {
+	s, c := open(t), ctx(t)
+	sc, ok := s.(state.BanScanner)
+	if !ok {
+		t.Skip("store has no ScanBans")
+	}
+	const n = 9000
+	bans := make([]state.Ban, 0, n+2)
+	for i := range n {
+		b := ban(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String()+"/32", 0)
+		if i%3 == 0 {
+			b = ban(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String()+"/32", time.Hour)
+		}
+		bans = append(bans, b)
+	}
+	short := ban("203.0.113.9/32", 100*time.Millisecond)
+	bans = append(bans, short, ban("2001:db8:9::/64", 0))
+	if bs, ok := s.(interface {
+		PutBans(context.Context, []state.Ban) error
+	}); ok {
+		if err := bs.PutBans(c, bans); err != nil {
+			t.Fatalf("PutBans: %v", err)
+		}
+	} else {
+		for _, b := range bans {
+			if err := s.PutBan(c, b); err != nil {
+				t.Fatalf("PutBan: %v", err)
+			}
+		}
+	}
+	eventually(t, "short ban to expire", func() bool {
+		_, there := listBans(t, s)[short.Prefix]
+		return !there
+	})
+	want := listBans(t, s)
+	if len(want) != n+1 {
+		t.Fatalf("ListBans has %d bans, want %d", len(want), n+1)
+	}
+	got := map[netip.Prefix]state.Ban{}
+	pages := 0
+	err := sc.ScanBans(c, func(page []state.Ban) error {
+		pages++
+		if len(page) == 0 {
+			t.Errorf("ScanBans passed an empty page")
+		}
+		for _, b := range page {
+			if _, dup := got[b.Prefix]; dup {
+				t.Errorf("ScanBans passed %v twice", b.Prefix)
+			}
+			got[b.Prefix] = b
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("ScanBans: %v", err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("ScanBans passed %d bans in %d pages, ListBans has %d", len(got), pages, len(want))
+	}
+	for p, w := range want {
+		if !sameBan(got[p], w) {
+			t.Fatalf("ScanBans has %+v, ListBans %+v", got[p], w)
+		}
+	}
+	stop := errors.New("enough")
+	calls := 0
+	err = sc.ScanBans(c, func([]state.Ban) error { calls++; return stop })
+	if !errors.Is(err, stop) || calls != 1 {
+		t.Fatalf("ScanBans after fn's error: %v after %d calls; want fn's error after 1", err, calls)
 	}
 }
 

@@ -30,6 +30,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("BanPutListDelete", func(t *testing.T) { testBanPutListDelete(t, open) })
 	t.Run("BanBadInput", func(t *testing.T) { testBanBadInput(t, open) })
 	t.Run("BanExpires", func(t *testing.T) { testBanExpires(t, open) })
+	t.Run("ScanBans", func(t *testing.T) { testScanBans(t, open) })
 	t.Run("WatchBans", func(t *testing.T) { testWatchBans(t, open) })
 	t.Run("WatchEndsWithContext", func(t *testing.T) { testWatchEnds(t, open) })
 	t.Run("WatchEndsOnClose", func(t *testing.T) { testWatchEndsOnClose(t, open) })
