@@ -116,7 +116,7 @@ func (c NativeConfig) Validate() error {
 type Native struct {
 	cfg    NativeConfig
 	log    *slog.Logger
-	http   *http.Client
+	rest   *restPool
 	auth   string // "Basic ..." header value; never logged
 	events chan DeviceStateEvent
 	signal chan struct{}
@@ -142,15 +142,15 @@ func NewNative(ctx context.Context, cfg NativeConfig, log *slog.Logger) (*Native
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.withDefaults()
+	rest, err := newRestPool(cfg.URL, cfg.DialTimeout)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	n := &Native{
-		cfg: cfg,
-		log: log,
-		http: &http.Client{Transport: &http.Transport{
-			Proxy:               nil,
-			MaxIdleConnsPerHost: 64,
-			IdleConnTimeout:     90 * time.Second,
-		}},
+		cfg:    cfg,
+		log:    log,
+		rest:   rest,
 		auth:   "Basic " + base64.StdEncoding.EncodeToString([]byte(cfg.Username+":"+cfg.Password)),
 		events: make(chan DeviceStateEvent, cfg.EventBuffer),
 		signal: make(chan struct{}, 1),
@@ -181,6 +181,7 @@ func (n *Native) Status() Status {
 func (n *Native) Close() error {
 	n.cancel()
 	<-n.done
+	n.rest.close()
 	return nil
 }
 
