@@ -90,6 +90,9 @@ func (c NativeConfig) Validate() error {
 			return fmt.Errorf("ari: %s: must not carry credentials; use username and password", f.name)
 		}
 	}
+	if u, _ := url.Parse(c.URL); u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("ari: url: scheme %q is not http or https", u.Scheme)
+	}
 	if c.Username == "" {
 		return errors.New("ari: username: required")
 	}
@@ -110,9 +113,10 @@ func (c NativeConfig) Validate() error {
 // be re-made after each reconnect, and gap events must trigger a resync),
 // its REST calls have no timeout or context, its Data() does not escape
 // '/', and its event bus drops silently past 100 events. Owning the
-// websocket (gorilla/websocket) and a small http.Client makes every
-// (re)connect an exact, observable event, bounds every call, and lets the
-// reader drain into a large buffer. ari/v6 still supplies the wire types.
+// websocket (gorilla/websocket) and a small keep-alive pool for REST
+// (restPool) makes every (re)connect an exact, observable event, bounds
+// every call, and lets the reader drain into a large buffer. ari/v6 still
+// supplies the wire types.
 type Native struct {
 	cfg    NativeConfig
 	log    *slog.Logger

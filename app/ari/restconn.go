@@ -25,7 +25,6 @@ import (
 // process), and at low rates each adds latency. ARI's calls are small,
 // idempotent and answered with a Content-Length, so a plain pool suffices.
 type restPool struct {
-	scheme  string // "http" or "https"
 	base    string // escaped path of the REST root, e.g. "/ari"
 	addr    string // host:port to dial
 	host    string // Host header
@@ -59,7 +58,7 @@ func newRestPool(rawURL string, dialTimeout time.Duration) (*restPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ari: url: %w", err)
 	}
-	p := &restPool{scheme: u.Scheme, base: u.EscapedPath(), host: u.Host, maxIdle: 64}
+	p := &restPool{base: u.EscapedPath(), host: u.Host, maxIdle: 64}
 	port := u.Port()
 	if port == "" {
 		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
