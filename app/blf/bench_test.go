@@ -163,6 +163,7 @@ func runChanges(b *testing.B, nodes []*node, log *hopLog, seq *int, n int, rate 
 		device, st := benchDevice(s, dev), cycle[round%len(cycle)]
 		k := raised.key(device, st)
 		raised[k] = append(raised[k], time.Now())
+		nodes[s].ami.update(device, st)
 		nodes[s].emit(device, st)
 	}
 	want := n * (benchServers - 1)
