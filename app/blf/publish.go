@@ -178,15 +178,21 @@ func (m *Monitor) publishBatch(ctx context.Context, batch []change, published ma
 	case len(batch) == 1:
 		put(0)
 	case batched:
-		states := make([]state.DeviceState, len(batch))
+		// A store refuses a whole batch for one bad state: those fail
+		// alone, as they would one by one.
+		states := make([]state.DeviceState, 0, len(batch))
+		in := make([]int, 0, len(batch))
 		for i, c := range batch {
-			states[i] = state.DeviceState{Server: m.server, Device: c.device, State: c.state, Updated: c.src}
+			d := state.DeviceState{Server: m.server, Device: c.device, State: c.state, Updated: c.src}
+			if errs[i] = d.Validate(); errs[i] == nil {
+				states, in = append(states, d), append(in, i)
+			}
 		}
 		cctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 		err := bs.PutDeviceStates(cctx, states)
 		cancel()
 		now := time.Now()
-		for i := range batch {
+		for _, i := range in {
 			errs[i], done[i] = err, now
 		}
 	default:
