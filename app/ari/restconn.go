@@ -208,12 +208,23 @@ func (cn *restConn) roundTrip(ctx context.Context, host, method, requestURI, aut
 		return reply{}, false, true, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxReply+1))
-	if err != nil {
-		return reply{}, false, true, err
-	}
-	if len(body) > maxReply {
-		return reply{}, false, true, fmt.Errorf("reply larger than %d bytes", maxReply)
+	var body []byte
+	switch n := resp.ContentLength; {
+	case n == 0: // a PUT's 204: nothing to read or allocate
+	case n > maxReply:
+		return reply{}, false, true, fmt.Errorf("reply of %d bytes, more than %d", n, maxReply)
+	case n > 0:
+		body = make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, body); err != nil {
+			return reply{}, false, true, err
+		}
+	default:
+		if body, err = io.ReadAll(io.LimitReader(resp.Body, maxReply+1)); err != nil {
+			return reply{}, false, true, err
+		}
+		if len(body) > maxReply {
+			return reply{}, false, true, fmt.Errorf("reply larger than %d bytes", maxReply)
+		}
 	}
 	if resp.ContentLength < 0 && !resp.Close && len(resp.TransferEncoding) == 0 {
 		// No length and not chunked: the body ran to the end of the
