@@ -44,10 +44,10 @@ type restConn struct {
 	used time.Time
 }
 
-// idleFor bounds how long an idle connection is reused: Asterisk closes
-// idle HTTP sessions after session_inactivity (30 s by default), and a
-// request on a connection it just closed must be retried.
-const idleFor = 20 * time.Second
+// idleFor bounds how long an idle connection is reused: Asterisk closes a
+// kept-alive HTTP session after session_keep_alive (15 s by default), and
+// a request on a connection it just closed must be retried.
+const idleFor = 10 * time.Second
 
 // maxReply bounds a reply body (a listing of every Stasis: state of a
 // large cluster is a few MB).
