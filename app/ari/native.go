@@ -90,6 +90,9 @@ func (c NativeConfig) Validate() error {
 			return fmt.Errorf("ari: %s: must not carry credentials; use username and password", f.name)
 		}
 	}
+	if u, _ := url.Parse(c.URL); u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("ari: url: scheme %q is not http or https", u.Scheme)
+	}
 	if c.Username == "" {
 		return errors.New("ari: username: required")
 	}
@@ -110,13 +113,14 @@ func (c NativeConfig) Validate() error {
 // be re-made after each reconnect, and gap events must trigger a resync),
 // its REST calls have no timeout or context, its Data() does not escape
 // '/', and its event bus drops silently past 100 events. Owning the
-// websocket (gorilla/websocket) and a small http.Client makes every
-// (re)connect an exact, observable event, bounds every call, and lets the
-// reader drain into a large buffer. ari/v6 still supplies the wire types.
+// websocket (gorilla/websocket) and a small keep-alive pool for REST
+// (restPool) makes every (re)connect an exact, observable event, bounds
+// every call, and lets the reader drain into a large buffer. ari/v6 still
+// supplies the wire types.
 type Native struct {
 	cfg    NativeConfig
 	log    *slog.Logger
-	http   *http.Client
+	rest   *restPool
 	auth   string // "Basic ..." header value; never logged
 	events chan DeviceStateEvent
 	signal chan struct{}
@@ -142,15 +146,15 @@ func NewNative(ctx context.Context, cfg NativeConfig, log *slog.Logger) (*Native
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.withDefaults()
+	rest, err := newRestPool(cfg.URL, cfg.DialTimeout)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	n := &Native{
-		cfg: cfg,
-		log: log,
-		http: &http.Client{Transport: &http.Transport{
-			Proxy:               nil,
-			MaxIdleConnsPerHost: 64,
-			IdleConnTimeout:     90 * time.Second,
-		}},
+		cfg:    cfg,
+		log:    log,
+		rest:   rest,
 		auth:   "Basic " + base64.StdEncoding.EncodeToString([]byte(cfg.Username+":"+cfg.Password)),
 		events: make(chan DeviceStateEvent, cfg.EventBuffer),
 		signal: make(chan struct{}, 1),
@@ -181,6 +185,7 @@ func (n *Native) Status() Status {
 func (n *Native) Close() error {
 	n.cancel()
 	<-n.done
+	n.rest.close()
 	return nil
 }
 

@@ -263,6 +263,7 @@ func TestNativeConfigValidate(t *testing.T) {
 	}{
 		{ari.NativeConfig{URL: "127.0.0.1:8088", Username: "u", Password: "p"}, "ari: url: not an absolute URL"},
 		{ari.NativeConfig{URL: "http://u:p@127.0.0.1:8088/ari", Username: "u", Password: "p"}, "must not carry credentials"},
+		{ari.NativeConfig{URL: "ftp://127.0.0.1:8088/ari", Username: "u", Password: "p"}, "ari: url: scheme \"ftp\" is not http or https"},
 		{ari.NativeConfig{URL: "http://127.0.0.1:8088/ari", Password: "p"}, "ari: username: required"},
 		{ari.NativeConfig{URL: "http://127.0.0.1:8088/ari", Username: "u"}, "ari: password: required"},
 		{ari.NativeConfig{URL: "http://127.0.0.1:8088/ari", Username: "u", Password: "p", Application: "a/b"}, "ari: application:"},

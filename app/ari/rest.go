@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -73,33 +72,25 @@ func (n *Native) do(ctx context.Context, method, path string, q url.Values, out 
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
-	u := n.cfg.URL + path
+	uri := n.rest.base + path
 	if len(q) > 0 {
-		u += "?" + q.Encode()
+		uri += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	r, err := n.rest.call(ctx, method, uri, n.auth)
 	if err != nil {
 		return fmt.Errorf("ari: %s %s: %w", method, path, err)
 	}
-	req.Header.Set("Authorization", n.auth)
-	resp, err := n.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("ari: %s %s: %w", method, path, unwrapURL(err))
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	if r.code < 200 || r.code > 299 {
 		var body struct {
 			Message string `json:"message"`
 		}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		_ = json.Unmarshal(b, &body)
-		return &HTTPError{Method: method, Path: path, Code: resp.StatusCode, Message: body.Message}
+		_ = json.Unmarshal(r.body, &body)
+		return &HTTPError{Method: method, Path: path, Code: r.code, Message: body.Message}
 	}
 	if out == nil {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16)) // keep the connection reusable
 		return nil
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	if err := json.Unmarshal(r.body, out); err != nil {
 		return fmt.Errorf("ari: %s %s: decoding reply: %w", method, path, err)
 	}
 	return nil

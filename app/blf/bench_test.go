@@ -4,13 +4,20 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/asterisksupport/doorman/app/state/redisstore"
+	"github.com/asterisksupport/doorman/app/state/redistest"
 )
 
 // hopLog collects the trace of every monitor of a benchmark.
@@ -119,11 +126,30 @@ func benchCluster(b *testing.B, open func() Store, dial func(*node)) ([]*node, *
 	return nodes, log
 }
 
+// emitted is when the bench raised each change on its server's Asterisk,
+// by device and state: the clock of a change starts there.
+type emitted map[string][]time.Time
+
+func (e emitted) key(device, state string) string { return device + "\x00" + state }
+
+// at returns the latest raise of device in state not after received (the
+// time the origin monitor read the event).
+func (e emitted) at(device, state string, received time.Time) (time.Time, bool) {
+	ts := e[e.key(device, state)]
+	for i := len(ts) - 1; i >= 0; i-- {
+		if !ts[i].After(received) {
+			return ts[i], true
+		}
+	}
+	return time.Time{}, false
+}
+
 // runChanges makes n changes at rate per second (0: as fast as possible)
 // and waits until each is written on the other servers.
-func runChanges(b *testing.B, nodes []*node, log *hopLog, seq *int, n int, rate float64) (start time.Time, took time.Duration) {
+func runChanges(b *testing.B, nodes []*node, log *hopLog, seq *int, n int, rate float64) (start time.Time, took time.Duration, raised emitted) {
 	b.Helper()
 	cycle := []string{Ringing, InUse, NotInUse}
+	raised = emitted{}
 	start = time.Now()
 	for j := range n {
 		i := *seq // every device's next change differs from its last
@@ -137,7 +163,11 @@ func runChanges(b *testing.B, nodes []*node, log *hopLog, seq *int, n int, rate 
 		s := i % benchServers
 		dev := (i / benchServers) % benchDevices
 		round := i / (benchServers * benchDevices)
-		nodes[s].emit(benchDevice(s, dev), cycle[round%len(cycle)])
+		device, st := benchDevice(s, dev), cycle[round%len(cycle)]
+		k := raised.key(device, st)
+		raised[k] = append(raised[k], time.Now())
+		nodes[s].ami.update(device, st)
+		nodes[s].emit(device, st)
 	}
 	want := n * (benchServers - 1)
 	deadline := time.Now().Add(2 * time.Minute)
@@ -147,11 +177,18 @@ func runChanges(b *testing.B, nodes []*node, log *hopLog, seq *int, n int, rate 
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return start, time.Since(start)
+	return start, time.Since(start), raised
 }
 
-// report computes end-to-end and per-hop percentiles from the trace.
-func report(b *testing.B, log *hopLog, since time.Time) {
+// report computes end-to-end and per-hop percentiles from the trace. A
+// change's clock starts when the bench raised it on the simulated server
+// and stops when the Stasis: PUT is done on both other servers (p50_ms,
+// p99_ms; *_each_ms count every server's write on its own). Hops: 0 the
+// event's way from Asterisk to the monitor (websocket; zero with the fake
+// ARI), 1 event read -> store publish done, 2 publish done -> feed event
+// on the other server (negative when the feed beats the publish reply),
+// 3 feed event -> PUT done.
+func report(b *testing.B, log *hopLog, since time.Time, raised emitted) {
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	type key struct { // times cross the store as wall clock: key by nanos
@@ -159,8 +196,11 @@ func report(b *testing.B, log *hopLog, since time.Time) {
 		name string
 	}
 	published := map[int64]time.Time{} // src -> publish done
+	origin := map[int64]time.Time{}    // src -> raised on the simulated server
+	last := map[int64]time.Time{}      // src -> latest write done elsewhere
+	writes := map[int64]int{}
 	feed := map[key]time.Time{}
-	var e2e, pub, deliver, put []time.Duration
+	var e2e, each, wire, pub, deliver, put []time.Duration
 	var hops []hop
 	for _, h := range log.hops {
 		if !h.Src.Before(since) {
@@ -172,6 +212,10 @@ func report(b *testing.B, log *hopLog, since time.Time) {
 		case "published":
 			published[h.Src.UnixNano()] = h.At
 			pub = append(pub, h.At.Sub(h.Src))
+			if t, ok := raised.at(h.Name, h.State, h.Src); ok {
+				origin[h.Src.UnixNano()] = t
+				wire = append(wire, h.Src.Sub(t))
+			}
 		case "feed":
 			feed[key{h.Src.UnixNano(), h.Server + h.Name}] = h.At
 		}
@@ -183,11 +227,30 @@ func report(b *testing.B, log *hopLog, since time.Time) {
 				deliver = append(deliver, h.At.Sub(p))
 			}
 		case "written":
-			e2e = append(e2e, h.At.Sub(h.Src))
-			if f, ok := feed[key{h.Src.UnixNano(), h.Server + h.Name}]; ok {
+			src := h.Src.UnixNano()
+			t0, ok := origin[src]
+			if !ok {
+				t0 = h.Src // not matched to a raise: from the event read
+			}
+			each = append(each, h.At.Sub(t0))
+			writes[src]++
+			if h.At.After(last[src]) {
+				last[src] = h.At
+			}
+			if f, ok := feed[key{src, h.Server + h.Name}]; ok {
 				put = append(put, h.At.Sub(f))
 			}
 		}
+	}
+	for src, n := range writes {
+		if n < benchServers-1 {
+			continue
+		}
+		t0, ok := origin[src]
+		if !ok {
+			t0 = time.Unix(0, src)
+		}
+		e2e = append(e2e, last[src].Sub(t0))
 	}
 	ms := func(d []time.Duration, q float64) float64 {
 		if len(d) == 0 {
@@ -198,9 +261,13 @@ func report(b *testing.B, log *hopLog, since time.Time) {
 	}
 	b.ReportMetric(ms(e2e, .5), "p50_ms")
 	b.ReportMetric(ms(e2e, .99), "p99_ms")
+	b.ReportMetric(ms(each, .5), "p50_each_ms")
+	b.ReportMetric(ms(each, .99), "p99_each_ms")
+	b.ReportMetric(ms(wire, .5), "hop0_raised_to_event_p50_ms")
 	b.ReportMetric(ms(pub, .5), "hop1_event_to_published_p50_ms")
 	b.ReportMetric(ms(deliver, .5), "hop2_published_to_feed_p50_ms")
 	b.ReportMetric(ms(put, .5), "hop3_feed_to_put_done_p50_ms")
+	b.ReportMetric(ms(wire, .99), "hop0_p99_ms")
 	b.ReportMetric(ms(pub, .99), "hop1_p99_ms")
 	b.ReportMetric(ms(deliver, .99), "hop2_p99_ms")
 	b.ReportMetric(ms(put, .99), "hop3_p99_ms")
@@ -218,13 +285,29 @@ func report(b *testing.B, log *hopLog, since time.Time) {
 //	             a tiny in-memory core: the event comes in over the
 //	             websocket, the PUT goes out over HTTP keep-alive
 //
+// The clock starts when the bench raises the change on the origin's
+// (simulated) Asterisk and stops when the PUT is done on both others.
 // AMI is a fake in every variant (it only gives the start-up snapshot).
 func BenchmarkPropagation(b *testing.B) {
-	mem := func(*testing.B) func() Store {
+	mem := func(*testing.B) (func() Store, int) {
 		m := newMemStore()
-		return func() Store { return m }
+		return func() Store { return m }, 0
 	}
-	redis := func(b *testing.B) func() Store { return redisOpener(b) }
+	redis := func(b *testing.B) (func() Store, int) {
+		// Production's watch ping (2 s), not the tests' 200 ms: a stall of
+		// the shared machine must not resync and reload a benchmark run.
+		srv := redistest.Start(b)
+		return func() Store {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s, err := redisstore.New(ctx, redisstore.Config{Addrs: []string{srv.Addr}, KeyPrefix: "blf:bench:"}, testLog(b))
+			if err != nil {
+				b.Fatalf("redisstore: %v", err)
+			}
+			b.Cleanup(func() { _ = s.Close() })
+			return s
+		}, srv.Pid()
+	}
 	b.Run("store=mem/ari=fake", func(b *testing.B) { benchPropagation(b, mem, nil) })
 	b.Run("store=redis/ari=fake", func(b *testing.B) { benchPropagation(b, redis, nil) })
 	b.Run("store=redis/ari=sim", func(b *testing.B) { benchPropagation(b, redis, dialSim(b)) })
@@ -232,8 +315,9 @@ func BenchmarkPropagation(b *testing.B) {
 
 // benchPropagation builds one cluster (this parent runs once) and measures
 // each rate on it; the rate sub-benchmarks run more than once.
-func benchPropagation(b *testing.B, mkStore func(*testing.B) func() Store, dial func(*node)) {
-	nodes, log := benchCluster(b, mkStore(b), dial)
+func benchPropagation(b *testing.B, mkStore func(*testing.B) (func() Store, int), dial func(*node)) {
+	open, redisPid := mkStore(b)
+	nodes, log := benchCluster(b, open, dial)
 	seq := 0
 	for _, tc := range []struct {
 		name string
@@ -242,10 +326,40 @@ func benchPropagation(b *testing.B, mkStore func(*testing.B) func() Store, dial 
 		b.Run(tc.name, func(b *testing.B) {
 			log.reset()
 			b.ResetTimer()
-			start, took := runChanges(b, nodes, log, &seq, b.N, tc.rate)
+			cpu0, redis0 := cpuSelf(), cpuPid(redisPid)
+			start, took, raised := runChanges(b, nodes, log, &seq, b.N, tc.rate)
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/took.Seconds(), "changes/s")
-			report(b, log, start)
+			// CPU per change, idle work included: the whole test process
+			// (3 monitors, 3 simulated Asterisks, the bench) and Redis.
+			b.ReportMetric(float64(cpuSelf()-cpu0)/float64(b.N)/1e3, "cpu_µs/change")
+			if redisPid != 0 {
+				b.ReportMetric(float64(cpuPid(redisPid)-redis0)/float64(b.N)/1e3, "redis_cpu_µs/change")
+			}
+			report(b, log, start, raised)
 		})
 	}
+}
+
+// cpuSelf returns this process's user+system CPU time.
+func cpuSelf() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuPid returns a process's user+system CPU time from /proc (0 if gone).
+func cpuPid(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
 }

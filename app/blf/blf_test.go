@@ -427,3 +427,41 @@ func TestBurstKeepsTheLastStatePerDevice(t *testing.T) {
 		}
 	})
 }
+
+// TestBadDeviceInBurstDoesNotStopOthers: a device the store refuses (a NUL
+// in its name) fails alone, counted, even inside a burst stored in one
+// batch call; the other devices of the burst arrive.
+func TestBadDeviceInBurstDoesNotStopOthers(t *testing.T) {
+	forStores(t, func(t *testing.T, open func() Store) {
+		store, n := clusterOn(t, open, "a", "b")
+		a, b := n["a"], n["b"]
+		var devs [][2]string
+		for d := range 100 {
+			devs = append(devs, [2]string{fmt.Sprintf("PJSIP/%d", 4000+d), InUse})
+		}
+		// The start-up snapshot found no devices; the one the failure
+		// triggers finds these.
+		eventually(t, "start-up snapshot", func() bool { return a.ami.actionCalls() >= 1 })
+		a.ami.set(devs...)
+		for d := range 100 {
+			a.ari.Emit(fmt.Sprintf("PJSIP/%d", 4000+d), InUse)
+			if d == 50 {
+				a.ari.Emit("PJSIP/bad\x00name", InUse)
+			}
+		}
+		for d := range 100 {
+			waitStasis(t, b, fmt.Sprintf("Stasis:%d", 4000+d), InUse)
+		}
+		if _, validates := store.(BatchDevices); !validates {
+			return // the in-memory fake stores any name
+		}
+		if got := testutil.ToFloat64(a.mon.met.errors.WithLabelValues(causeStorePut)); got < 1 {
+			t.Fatalf("store_publish errors counted %v, want >= 1", got)
+		}
+		// Published by the burst itself, not only by the snapshot that
+		// the failure triggers.
+		if got := testutil.ToFloat64(a.mon.met.published); got < 100 {
+			t.Fatalf("%v changes published, want 100", got)
+		}
+	})
+}

@@ -175,6 +175,7 @@ func (s *memStore) Servers(ctx context.Context) (map[string]time.Time, error) {
 type fakeAMI struct {
 	mu      sync.Mutex
 	devices [][2]string
+	index   map[string]int // device -> position in devices, built by update
 	err     error
 	calls   int
 	subs    []chan ami.Message
@@ -184,6 +185,24 @@ func (a *fakeAMI) set(devices ...[2]string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.devices = devices
+	a.index = nil
+}
+
+// update changes one listed device's state, as the real device list
+// follows the device (benchmarks: a reconnect snapshot must not undo
+// changes).
+func (a *fakeAMI) update(device, state string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.index == nil {
+		a.index = make(map[string]int, len(a.devices))
+		for i, d := range a.devices {
+			a.index[d[0]] = i
+		}
+	}
+	if i, ok := a.index[device]; ok {
+		a.devices[i][1] = state
+	}
 }
 
 func (a *fakeAMI) Subscribe(buf int) (<-chan ami.Message, func()) {

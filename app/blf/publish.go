@@ -152,9 +152,17 @@ func (m *Monitor) accept(ev ari.DeviceStateEvent) (change, bool) {
 	return change{device: ev.Device, state: ev.State, src: src}, true
 }
 
-// publishBatch stores the changes, up to Workers at a time (each device at
-// most once per batch, so order per device holds); false means a store
-// call failed.
+// BatchDevices is the optional batch interface of a store (redisstore has
+// it): a burst of changes is then stored in one call, one round trip,
+// instead of one call per change.
+type BatchDevices interface {
+	PutDeviceStates(ctx context.Context, states []state.DeviceState) error
+}
+
+// publishBatch stores the changes (each device at most once per batch, so
+// order per device holds): one change, as at low rates, in one call at
+// once; a burst in one batch call if the store has it, else up to Workers
+// calls at a time. false means a store call failed.
 func (m *Monitor) publishBatch(ctx context.Context, batch []change, published map[string]string) bool {
 	errs := make([]error, len(batch))
 	done := make([]time.Time, len(batch))
@@ -165,9 +173,29 @@ func (m *Monitor) publishBatch(ctx context.Context, batch []change, published ma
 		cancel()
 		done[i] = time.Now()
 	}
-	if len(batch) == 1 {
+	bs, batched := m.store.(BatchDevices)
+	switch {
+	case len(batch) == 1:
 		put(0)
-	} else {
+	case batched:
+		// A store refuses a whole batch for one bad state: those fail
+		// alone, as they would one by one.
+		states := make([]state.DeviceState, 0, len(batch))
+		in := make([]int, 0, len(batch))
+		for i, c := range batch {
+			d := state.DeviceState{Server: m.server, Device: c.device, State: c.state, Updated: c.src}
+			if errs[i] = d.Validate(); errs[i] == nil {
+				states, in = append(states, d), append(in, i)
+			}
+		}
+		cctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
+		err := bs.PutDeviceStates(cctx, states)
+		cancel()
+		now := time.Now()
+		for _, i := range in {
+			errs[i], done[i] = err, now
+		}
+	default:
 		var wg sync.WaitGroup
 		var next atomic.Int64
 		for range min(m.cfg.Workers, len(batch)) {

@@ -29,6 +29,27 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`)
 
+// putDevicesScript is putDeviceScript over several devices, one feed
+// message per changed one: KEYS hashes; ARGV channel, then per device:
+// device, state, value, event. Returns how many were published.
+var putDevicesScript = redis.NewScript(`
+local n = 0
+for i = 1, #KEYS do
+  local a = 2 + (i - 1) * 4
+  local old = redis.call('HGET', KEYS[i], ARGV[a])
+  local same = false
+  if old then
+    local j = string.find(old, '|', 1, true)
+    same = j and string.sub(old, 1, j - 1) == ARGV[a + 1]
+  end
+  if not same then
+    redis.call('HSET', KEYS[i], ARGV[a], ARGV[a + 2])
+    redis.call('PUBLISH', ARGV[1], ARGV[a + 3])
+    n = n + 1
+  end
+end
+return n`)
+
 // replaceDevicesScript: KEYS hash; ARGV channel, server, then per device:
 // device, state, value, event. Publishes an Added event per changed device
 // and a Removed event per device that is gone.
@@ -99,6 +120,41 @@ func (s *Store) PutDeviceState(ctx context.Context, d state.DeviceState) error {
 		d.Device, d.State, deviceValue(d), s.k.deviceFeed(), ev).Err()
 	if err != nil {
 		return fmt.Errorf("redisstore: put device state %s: %w", d.Device, err)
+	}
+	return nil
+}
+
+// PutDeviceStates does PutDeviceState for each state, in order, in one
+// script call (one round trip) per batchMax states: a burst of changes
+// costs Redis and the caller one call instead of one each. Nothing is
+// written if a state is invalid; on a store error the states of earlier
+// calls stay stored (and published).
+func (s *Store) PutDeviceStates(ctx context.Context, states []state.DeviceState) error {
+	now := time.Now()
+	keys := make([]string, 0, len(states))
+	args := make([]any, 0, 4*len(states))
+	for _, d := range states {
+		if err := d.Validate(); err != nil {
+			return fmt.Errorf("redisstore: put device states: %w", err)
+		}
+		if d.Updated.IsZero() {
+			d.Updated = now
+		}
+		ev, err := json.Marshal(wireDeviceEvent{Kind: state.Added, State: d})
+		if err != nil {
+			return fmt.Errorf("redisstore: put device state %s: %w", d.Device, err)
+		}
+		keys = append(keys, s.k.devices(d.Server))
+		args = append(args, d.Device, d.State, deviceValue(d), ev)
+	}
+	feed := s.k.deviceFeed()
+	for len(keys) > 0 {
+		n := min(len(keys), batchMax)
+		err := putDevicesScript.Run(ctx, s.rdb, keys[:n], append([]any{feed}, args[:4*n]...)...).Err()
+		if err != nil {
+			return fmt.Errorf("redisstore: put %d device states: %w", len(keys), err)
+		}
+		keys, args = keys[n:], args[4*n:]
 	}
 	return nil
 }

@@ -23,8 +23,10 @@ import (
 
 // queueSize bounds each websocket's outgoing queue. A client that falls this
 // far behind is disconnected, as Asterisk drops a websocket whose writes time
-// out; the backend is never blocked by a slow reader.
-const queueSize = 512
+// out; the backend is never blocked by a slow reader. Asterisk queues an
+// app's events without a bound, so a burst of a few thousand (a restart's
+// device states, a benchmark's changes as fast as possible) must fit.
+const queueSize = 8192
 
 // Handler is the ARI HTTP server of one simulated Asterisk.
 type Handler struct {

@@ -111,7 +111,7 @@ type requestError struct {
 func parseRequest(r *http.Request) (*request, *requestError) {
 	q := &request{}
 	var body []byte
-	if r.Body != nil {
+	if r.Body != nil && r.ContentLength != 0 { // most ARI requests carry none
 		b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 		if err != nil {
 			return nil, &requestError{http.StatusBadRequest, "Error parsing request body"}

@@ -1,0 +1,82 @@
+package ari
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestRestPoolReusesAndRecovers: keep-alive connections are reused; one
+// the server closed while idle is retried on a new connection; a reply
+// with "Connection: close" is not reused; a hung call ends with ctx.
+func TestRestPoolReusesAndRecovers(t *testing.T) {
+	var conns atomic.Int64
+	block := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/ari/close":
+			w.Header().Set("Connection", "close")
+		case "/ari/block":
+			<-block
+		}
+		if r.Header.Get("Authorization") != "Basic x" || r.URL.RawQuery != "a=b%2Fc" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	defer close(block)
+
+	p, err := newRestPool(srv.URL+"/ari", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	ctx := context.Background()
+	call := func(path string) reply {
+		t.Helper()
+		r, err := p.call(ctx, http.MethodPut, p.base+path+"?a=b%2Fc", "Basic x")
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if r.code != 200 || string(r.body) != `{"ok":true}` {
+			t.Fatalf("%s: %d %q", path, r.code, r.body)
+		}
+		return r
+	}
+	for range 3 {
+		call("/x")
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections for 3 sequential calls; want 1 (keep-alive)", n)
+	}
+	srv.CloseClientConnections() // the server drops the idle connection
+	call("/x")
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections after the server closed the idle one; want 2", n)
+	}
+	call("/close")
+	call("/x")
+	if n := conns.Load(); n != 3 {
+		t.Fatalf("%d connections after a Connection: close reply; want 3", n)
+	}
+
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := p.call(cctx, http.MethodGet, p.base+"/block?a=b%2Fc", "Basic x"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hung call: %v; want a deadline", err)
+	}
+}
