@@ -138,7 +138,27 @@ func (p *proc) stop() {
 	<-p.exit
 }
 
-func (p *proc) signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
+// signal sends sig; for SIGSTOP it returns only once the kernel shows the
+// process stopped, since delivery is asynchronous and a loaded machine can
+// let the proxy answer one more request in between.
+func (p *proc) signal(sig syscall.Signal) {
+	_ = p.cmd.Process.Signal(sig)
+	if sig != syscall.SIGSTOP {
+		return
+	}
+	stat := fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid)
+	for i := 0; i < 2000; i++ {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return
+		}
+		// The state follows the parenthesised command name.
+		if j := bytes.LastIndexByte(b, ')'); j >= 0 && j+2 < len(b) && b[j+2] == 'T' {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
 
 func (p *proc) exited() bool {
 	select {
