@@ -72,7 +72,7 @@ func TestOriginatePJSIPCall(t *testing.T) {
 			if err := call.Hangup(context.Background()); err != nil {
 				t.Fatalf("phone's BYE: %v", err)
 			}
-			waitFor(t, "NOT_INUSE after BYE", func() bool { return s.DeviceState("PJSIP/1001") == "NOT_INUSE" })
+			a.waitContains(t, "Device: PJSIP/1001\r\nState: NOT_INUSE\r\n", 1)
 			text := a.text()
 			i, j, k := strings.Index(text, "State: RINGING"), strings.Index(text, "State: INUSE"), strings.Index(text, "State: NOT_INUSE")
 			if i < 0 || j < i || k < j {
@@ -96,6 +96,8 @@ func TestOriginatePJSIPHangupAndFailures(t *testing.T) {
 	a.send(t, "Action: Originate\r\nActionID: s1\r\nChannel: PJSIP/1001\r\nApplication: Wait\r\nData: 30\r\n\r\n")
 	call := nextCall(t, p)
 	a.waitContains(t, "Response: Success\r\nActionID: s1\r\nMessage: Originate successfully queued\r\n\r\n", 1)
+	// The event waits until the action's answer is written, as manager.c's do.
+	a.waitContains(t, "Event: OriginateResponse", 1)
 	if st := s.DeviceState("PJSIP/1001"); st != "INUSE" {
 		t.Fatalf("answered at once: %s", st)
 	}
