@@ -257,7 +257,7 @@ func (s *amiSession) process(m *amiMessage) bool {
 		s.c.emitSec(ev)
 		return s.write(resp(m, "Error", "Invalid/unknown command: "+action+". Use Action: ListCommands to show available commands."))
 	}
-	if h.class != "" && !s.c.cfg.amiWriteAllows(user, h.class) {
+	if h.class != "" && !s.writeAllows(user, h.class) {
 		ev := s.secBase("RequestNotAllowed", "Error", "1")
 		ev.accountID = user
 		ev.extra = []kv{{"RequestType", "Action: " + action}}
@@ -268,8 +268,19 @@ func (s *amiSession) process(m *amiMessage) bool {
 	return h.fn(s, m)
 }
 
+// writeAllows: an action registered with several classes ("system|call")
+// runs for a user with any of them, as manager.c checks writeperm & authority.
+func (s *amiSession) writeAllows(user, classes string) bool {
+	for _, c := range strings.Split(classes, "|") {
+		if s.c.cfg.amiWriteAllows(user, c) {
+			return true
+		}
+	}
+	return false
+}
+
 type amiAction struct {
-	class string // write class needed; "" for none
+	class string // write class needed ("a|b": either); "" for none
 	fn    func(*amiSession, *amiMessage) bool
 }
 
@@ -291,6 +302,7 @@ var amiActions = map[string]amiAction{
 	"getvar":             {"call", (*amiSession).getvar},
 	"originate":          {"originate", (*amiSession).originate},
 	"command":            {"command", (*amiSession).command},
+	"hangup":             {"system|call", (*amiSession).hangupAction},
 }
 
 // ---- authentication ----

@@ -56,12 +56,13 @@ type core struct {
 	now  func() time.Time
 	boot time.Time
 
-	contacts   map[string]*contact // AOR -> contact
-	pjsip      map[string]string   // endpoint -> PJSIP/<ext> state
-	other      map[string]string   // other devices set through SetDeviceState
-	stasis     map[string]string   // "Stasis:x" -> state (what ARI GET shows)
-	hintStasis map[string]string   // "Stasis:x" -> last value the hints saw (survives DELETE)
-	extLast    map[string]int      // extension -> last reported extension state
+	contacts   map[string]*contact   // AOR -> contact
+	pjsip      map[string]string     // endpoint -> PJSIP/<ext> state
+	other      map[string]string     // other devices set through SetDeviceState
+	stasis     map[string]string     // "Stasis:x" -> state (what ARI GET shows)
+	hintStasis map[string]string     // "Stasis:x" -> last value the hints saw (survives DELETE)
+	extLast    map[string]int        // extension -> last reported extension state
+	calls      map[string]*pjsipCall // Call-ID -> outgoing call of an Originate (calls.go)
 
 	// runAGI runs AGI() for an Originate into E2EContext; restart restarts
 	// the whole simulator (AMI "core restart now"). Set once by Sim.New.
@@ -95,6 +96,15 @@ func (c *core) reset(persisted map[string]string) {
 		c.stasis[k] = v
 		c.hintStasis[k] = v
 	}
+	for _, call := range c.calls {
+		if call.result != nil { // a synchronous Originate still waiting
+			go call.result(false)
+		}
+		for _, t := range call.timers {
+			t.Stop()
+		}
+	}
+	c.calls = map[string]*pjsipCall{} // a restart drops every channel
 	c.extLast = map[string]int{}
 	for _, ext := range c.endpointNames() {
 		c.extLast[ext] = c.hintStateLocked(ext)

@@ -7,7 +7,8 @@
 //     Asterisk's 1 s delay on failure, Events, Ping, CoreSettings, CoreStatus,
 //     UserEvent, PJSIPShowContacts, PJSIPShowEndpoints, ExtensionStateList,
 //     DeviceStateList, ExtensionState, Originate of Local/agi@doorman-e2e and
-//     Command "core restart now" (see below), and Asterisk's error replies; the event
+//     of PJSIP/<endpoint>, Hangup, Command "core restart now" (see below),
+//     and Asterisk's error replies; the event
 //     stream (security events, PeerStatus, ContactStatus, DeviceStateChange,
 //     ExtensionStatus, FullyBooted) filtered by the session's event mask,
 //     the user's read classes and its manager.conf event filters (the
@@ -59,4 +60,23 @@
 //     other channel gets "Originate failed", as before.
 //   - Command "core restart now" answers Success and restarts the simulator
 //     (like POST /control/restart); other CLI commands get "No such command".
+//   - Originate with Channel PJSIP/<endpoint> (calls.go) sends an INVITE with
+//     an SDP offer to the endpoint's registered contact, over the transport
+//     and connection it registered on. The device state follows the call
+//     through the same path as POST /control/devicestate (DeviceStateChange,
+//     ExtensionStatus, ARI DeviceStateChanged): RINGING on 180/183, INUSE on
+//     200 (ACKed), NOT_INUSE when it ends: the phone's BYE (200; a BYE for an
+//     unknown dialog gets 481, before any authentication), AMI Hangup of the
+//     channel (BYE, or CANCEL while ringing: "Channel Hungup"; "No such
+//     channel" otherwise), the end of Application Wait (Data seconds). Async
+//     answers "Originate successfully queued" at once; without Async the
+//     action waits and answers that, or "Originate failed". OriginateResponse
+//     carries Channel PJSIP/<endpoint>-<8 hex digits> and Reason 4 on answer;
+//     on failure Response: Failure with pbx_dial_reason's Reason: 0 without a
+//     contact (Channel PJSIP/<endpoint>, Uniqueid <null>), 5 for 486/600, 8
+//     for 603 and 5xx, 3 when Timeout (ms, default 30000) ran out (CANCEL
+//     sent), 1 when hung up while ringing. Not simulated: retransmissions of
+//     the simulator's own requests, channel events (Newchannel, Hangup ...),
+//     media, session refreshes, dialplan applications other than Wait (the
+//     call then stays up until hung up) and Context/Exten originates.
 package asterisksim

@@ -68,6 +68,9 @@ func (s *amiSession) originate(m *amiMessage) bool {
 	if channel == "" {
 		return s.write(resp(m, "Error", "Channel not specified"))
 	}
+	if ep, ok := strings.CutPrefix(channel, "PJSIP/"); ok {
+		return s.originatePJSIP(m, ep)
+	}
 	exten, context, ok := originateLocal(channel)
 	if !ok || exten != E2EExten || context != E2EContext || s.c.runAGI == nil {
 		// Anything else would need channels the simulator does not have.
@@ -109,14 +112,7 @@ func (l *localCall) snapshot(priority string) []kv {
 
 func (l *localCall) run() {
 	// Answer() on ;2 answers ;1: the Originate is done.
-	fields := []kv{}
-	if l.actionID != "" {
-		fields = append(fields, kv{"ActionID", l.actionID})
-	}
-	fields = append(fields, kv{"Response", "Success"}, kv{"Channel", l.one}, kv{"Context", ""}, kv{"Exten", ""},
-		kv{"Application", l.app}, kv{"Data", l.data}, kv{"Reason", "4"}, kv{"Uniqueid", l.uniqueID},
-		kv{"CallerIDNum", "<unknown>"}, kv{"CallerIDName", "<unknown>"})
-	l.c.emit(event{ami: &amiEvent{name: "OriginateResponse", class: "call", fields: fields}})
+	l.c.emit(event{ami: originateResponse(l.actionID, true, l.one, "", "", l.app, l.data, reasonAnswered, l.uniqueID)})
 
 	appData := ""
 	if b, err := base64.StdEncoding.DecodeString(l.vars["E2E_AGI"]); err == nil {
@@ -159,6 +155,36 @@ func (l *localCall) agiEvents(line, reply string) {
 	}
 	end := append(l.snapshot("2"), kv{"Command", line}, kv{"CommandId", id}, kv{"ResultCode", code}, kv{"Result", result})
 	l.c.emit(event{ami: &amiEvent{name: "AGIExecEnd", class: "agi", fields: end}})
+}
+
+// originatePJSIP is Originate of PJSIP/<endpoint> (calls.go). Async
+// answers "queued" at once and OriginateResponse later; otherwise the
+// action waits for the outcome, as manager.c's does.
+func (s *amiSession) originatePJSIP(m *amiMessage, endpoint string) bool {
+	endpoint, _, _ = strings.Cut(endpoint, "/")
+	if endpoint == "" {
+		return s.write(resp(m, "Error", "Originate failed"))
+	}
+	if isTrue(m.get("Async")) {
+		ok := s.write(resp(m, "Success", "Originate successfully queued"))
+		s.c.originatePJSIP(endpoint, m, nil)
+		return ok
+	}
+	result := make(chan bool, 1)
+	s.c.originatePJSIP(endpoint, m, func(ok bool) { result <- ok })
+	if <-result {
+		return s.write(resp(m, "Success", "Originate successfully queued"))
+	}
+	return s.write(resp(m, "Error", "Originate failed"))
+}
+
+// isTrue is ast_true.
+func isTrue(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "yes", "true", "y", "t", "1", "on":
+		return true
+	}
+	return false
 }
 
 // command is the Command action: "core restart now" restarts the simulator

@@ -143,7 +143,9 @@ func (s *sipServer) handle(pkt []byte, src net.Addr, transport, local string, se
 	m, err := parseSIP(pkt)
 	ip, port := hostPort(src)
 	if m != nil && !m.request && err == nil {
-		s.c.qualifyResponse(m)
+		if !s.c.callResponse(m) {
+			s.c.qualifyResponse(m)
+		}
 		return
 	}
 	if m == nil || !m.request {
@@ -161,7 +163,7 @@ func (s *sipServer) handle(pkt []byte, src net.Addr, transport, local string, se
 	if _, err := parseVia(m.all("Via")[0]); err != nil {
 		return // no usable Via: nowhere to answer
 	}
-	if strings.EqualFold(m.method, "ACK") {
+	if strings.EqualFold(m.method, "ACK") || s.callBye(req) {
 		return
 	}
 	s.serveRequest(req)

@@ -354,6 +354,47 @@ func phone(t *testing.T, cl *client, local, server, user, password string) *sipu
 	return p
 }
 
+// registerPhone registers the suite's phone for ext on s from cl and keeps
+// it answering calls until the whole test ends, not only the subtest: the
+// device state its calls carry outlives subtests, as a phone's does. Real
+// servers call it to set PJSIP/<ext> (setDevice); simulators set states
+// through their control API and never call it.
+func (s *server) registerPhone(t *testing.T, cl *client, ext string) *sipua.Phone {
+	t.Helper()
+	var p *sipua.Phone
+	err := cl.do(func() (err error) {
+		p, err = sipua.New(context.Background(), sipua.Config{Server: s.sipTarget(t, false),
+			LocalAddr: net.JoinHostPort(cl.addr.String(), "0"), User: ext, Password: s.c.password(ext), Timeout: time.Second})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("phone %s in %s: %v", ext, cl.name, err)
+	}
+	register(t, p, ext+" -> "+s.name)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Serve(ctx); close(done) }()
+	s.ast.addPhone(ext, p)
+	real := s.c.real != nil
+	s.c.t.Cleanup(func() {
+		s.ast.addPhone(ext, nil)
+		// Calls first (Serve reads the answers to the BYEs), then the
+		// contact a real server would keep.
+		hctx, hcancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer hcancel()
+		for _, c := range p.Calls() {
+			_ = c.Hangup(hctx)
+		}
+		cancel()
+		<-done
+		if real {
+			_, _ = p.Unregister(hctx)
+		}
+		p.Close()
+	})
+	return p
+}
+
 // answered reports whether a REGISTER from p gets any response.
 func answered(p *sipua.Phone) (int, error) {
 	p.NewDialog()

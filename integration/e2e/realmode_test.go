@@ -27,7 +27,7 @@ const realModeEnv = "DOORMAN_E2E_REALMODE"
 // the bed's addresses; the simulators' control API stays on their loopback,
 // out of reach), writes a targets file and runs the test again in a client
 // namespace with DOORMAN_E2E_TARGETS set. Every subtest must pass except
-// those listed as needing the suite's own bed or a call.
+// those listed as needing the suite's own bed.
 // DOORMAN_E2E_REALMODE_OUTPUT=1 with -v also logs each run's whole output.
 func TestRealModeAgainstSimulators(t *testing.T) {
 	if loadTargets(t) != nil {
@@ -43,7 +43,6 @@ func TestRealModeAgainstSimulators(t *testing.T) {
 		skipped []string // subtests a real server cannot do
 	}{
 		{"TestBLF", opts{servers: 3}, []string{
-			"a call on A lights B and C", "a phone on two servers: each shows the others' aggregate",
 			"Redis restart converges", "A dies: its phones turn UNAVAILABLE elsewhere", "A comes back: its lamps return"}},
 		{"TestFinder", opts{}, []string{
 			"whereis lists the location with server and expiry", "Redis down: the local answer still works",

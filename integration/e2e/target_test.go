@@ -22,6 +22,7 @@ import (
 
 	"github.com/asterisksupport/doorman/app/ami"
 	"github.com/asterisksupport/doorman/integration/asterisksim"
+	"github.com/asterisksupport/doorman/integration/asterisksim/sipua"
 	"github.com/asterisksupport/doorman/integration/harness"
 )
 
@@ -54,8 +55,12 @@ func loadTargets(t testing.TB) *harness.Targets {
 // asterisk is what the suite does to an Asterisk server other than SIP.
 // Steps with no equivalent on a real server return a skipError.
 type asterisk interface {
-	// setDevice changes a device state as a call would.
+	// setDevice changes a device state as a call would: on a real server,
+	// PJSIP/<ext> needs a phone of addPhone.
 	setDevice(ctx context.Context, device, state string) error
+	// addPhone names the suite's phone registered for ext on this server
+	// (nil: none any more); a real server calls it to set PJSIP/<ext>.
+	addPhone(ext string, p *sipua.Phone)
 	// device reads a device state.
 	device(ctx context.Context, device string) (string, error)
 	// restart restarts Asterisk; it returns once Asterisk is back.
@@ -146,6 +151,8 @@ func (s *simAsterisk) setDevice(ctx context.Context, device, state string) error
 	return s.control(ctx, "POST", "/control/devicestate", map[string]string{"device": device, "state": state}, nil)
 }
 
+func (s *simAsterisk) addPhone(string, *sipua.Phone) {} // the control API sets states without calls
+
 func (s *simAsterisk) device(ctx context.Context, device string) (string, error) {
 	var out struct{ State string }
 	err := s.control(ctx, "GET", "/control/devicestate?device="+url.QueryEscape(device), nil, &out)
@@ -178,16 +185,20 @@ type realAsterisk struct {
 	ami     *ami.Client
 	fastAGI string
 	http    *http.Client
+
+	mu     sync.Mutex
+	phones map[string]*sipua.Phone // ext -> the suite's phone registered here
 }
 
 // newRealAsterisk logs in to the server's AMI (until the test ends).
 func newRealAsterisk(t *testing.T, i int, cfg harness.TargetServer) *realAsterisk {
 	t.Helper()
 	r := &realAsterisk{cfg: cfg, index: i, fastAGI: cfg.Agent.FastAGI, http: &http.Client{Timeout: 10 * time.Second},
-		// Only the classes agi reads: a busy server's other events would
-		// crowd the subscription.
+		phones: map[string]*sipua.Phone{},
+		// Only the classes agi and setDevice read (call: OriginateResponse):
+		// a busy server's other events would crowd the subscription.
 		ami: ami.NewClient(ami.Config{Addr: cfg.AMI.Addr, Username: cfg.AMI.Username, Secret: cfg.AMI.Secret,
-			Events: "agi,user", BackoffMin: 100 * time.Millisecond, BackoffMax: time.Second}, slog.New(slog.DiscardHandler))}
+			Events: "agi,user,call", BackoffMin: 100 * time.Millisecond, BackoffMax: time.Second}, slog.New(slog.DiscardHandler))}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = r.ami.Run(ctx); close(done) }()
@@ -226,13 +237,107 @@ func (r *realAsterisk) ari(ctx context.Context, method, path string, out any) er
 	return nil
 }
 
-func (r *realAsterisk) setDevice(ctx context.Context, device, state string) error {
-	if !strings.HasPrefix(device, "Stasis:") {
-		// Only a call changes PJSIP/<ext>: Asterisk has no command for it,
-		// and the suite's SIP phone does not answer INVITEs.
-		return &skipError{fmt.Sprintf("setting %s to %s needs a call to a phone that answers; only the simulator can set it", device, state)}
+func (r *realAsterisk) addPhone(ext string, p *sipua.Phone) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p == nil {
+		delete(r.phones, ext)
+		return
 	}
-	return r.ari(ctx, "PUT", "/deviceStates/"+url.PathEscape(device)+"?deviceState="+url.QueryEscape(state), nil)
+	r.phones[ext] = p
+}
+
+func (r *realAsterisk) setDevice(ctx context.Context, device, state string) error {
+	if strings.HasPrefix(device, "Stasis:") {
+		return r.ari(ctx, "PUT", "/deviceStates/"+url.PathEscape(device)+"?deviceState="+url.QueryEscape(state), nil)
+	}
+	// Only a call changes PJSIP/<ext>: Asterisk has no command for it. The
+	// suite calls its own phone, which rings, answers and hangs up.
+	ext, _ := strings.CutPrefix(device, "PJSIP/")
+	r.mu.Lock()
+	p := r.phones[ext]
+	r.mu.Unlock()
+	if !strings.HasPrefix(device, "PJSIP/") || p == nil {
+		return &skipError{fmt.Sprintf("setting %s to %s needs a call to a phone of the suite registered on %s for it", device, state, r.cfg.Name)}
+	}
+	if err := r.call(ctx, ext, p, state); err != nil {
+		return fmt.Errorf("%s: %s to %s by a call: %w", r.cfg.Name, device, state, err)
+	}
+	return harness.Eventually(ctx, func() error {
+		st, err := r.device(ctx, device)
+		if err == nil && st != state {
+			err = fmt.Errorf("%s: %s is %s, want %s", r.cfg.Name, device, st, state)
+		}
+		return err
+	})
+}
+
+// call brings the phone p of ext to state: RINGING is an Originate of
+// PJSIP/<ext> the phone lets ring, INUSE answers it (or, from idle, an
+// Originate the phone answers without ringing, so the device never shows
+// RINGING), NOT_INUSE hangs up (BYE, or 603 while ringing).
+func (r *realAsterisk) call(ctx context.Context, ext string, p *sipua.Phone, state string) error {
+	calls := p.Calls()
+	switch state {
+	case "NOT_INUSE":
+		for _, c := range calls {
+			if err := c.Hangup(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "RINGING":
+		for _, c := range calls {
+			if c.State() == sipua.CallRinging {
+				return nil
+			}
+		}
+		for _, c := range calls { // a new call, after the one in progress
+			if err := c.Hangup(ctx); err != nil {
+				return err
+			}
+		}
+		p.SetAnswering(sipua.Answering{})
+	case "INUSE":
+		if len(calls) > 0 {
+			if c := calls[0]; c.State() == sipua.CallRinging {
+				return c.Answer()
+			}
+			return nil // up already
+		}
+		p.SetAnswering(sipua.Answering{NoRinging: true})
+	default:
+		return &skipError{fmt.Sprintf("only RINGING, INUSE and NOT_INUSE come from a call of the suite's phone, not %s", state)}
+	}
+	for len(p.Incoming()) > 0 { // earlier calls nobody took
+		<-p.Incoming()
+	}
+	var idb [8]byte
+	_, _ = rand.Read(idb[:])
+	id := "e2e-" + hex.EncodeToString(idb[:])
+	events, unsubscribe := r.ami.Subscribe(1024)
+	defer unsubscribe()
+	// Wait and Timeout outlast any test: the call ends when the suite says.
+	if _, _, err := r.ami.Action(ctx, ami.Message{Fields: []ami.Field{
+		{Key: "Action", Value: "Originate"}, {Key: "ActionID", Value: id},
+		{Key: "Channel", Value: "PJSIP/" + ext},
+		{Key: "Application", Value: "Wait"}, {Key: "Data", Value: "3600"},
+		{Key: "Timeout", Value: "3600000"}, {Key: "Async", Value: "true"},
+	}}); err != nil {
+		return fmt.Errorf("Originate PJSIP/%s: %w", ext, err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("Originate PJSIP/%s: the phone got no INVITE: %w", ext, ctx.Err())
+		case <-p.Incoming():
+			return nil
+		case m := <-events:
+			if m.Event() == "OriginateResponse" && m.Get("ActionID") == id && m.Get("Response") != "Success" {
+				return fmt.Errorf("Originate PJSIP/%s failed: Reason %s (is the phone registered here?)", ext, m.Get("Reason"))
+			}
+		}
+	}
 }
 
 func (r *realAsterisk) device(ctx context.Context, device string) (string, error) {

@@ -3,6 +3,12 @@
 // unknown account). It writes REGISTER requests byte for byte like the probe
 // that captured ../shared/asterisk-transcripts, over UDP or TCP, from a
 // chosen local address.
+//
+// While it reads (Do, Listen, Serve) it also answers what a server sends it:
+// OPTIONS with 200, and incoming calls (call.go): an INVITE gets 100 Trying
+// and 180 Ringing, then 200 OK with a minimal SDP answer when told to answer
+// (Call.Answer) or after Answering.AnswerAfter; ACK, BYE and CANCEL end or
+// confirm the dialog as RFC 3261 says, and Call.Hangup sends BYE.
 package sipua
 
 import (
@@ -32,6 +38,9 @@ type Config struct {
 	UserAgent string        // default "sipprobe/0.1"
 	Expires   int           // default 300
 	Timeout   time.Duration // per request, default 2 s
+	// Answering is what the phone does with incoming INVITEs (SetAnswering
+	// changes it later); the zero value rings until Call.Answer.
+	Answering Answering
 }
 
 // Response is a SIP response as received.
@@ -63,11 +72,18 @@ type Phone struct {
 	cfg   Config
 	conn  net.Conn
 	tcp   *bufio.Reader
+	wmu   sync.Mutex // one writer at a time (TCP framing)
 	mu    sync.Mutex
 	call  string
 	tag   string
 	cseq  int
 	trace []Exchange
+
+	// incoming calls (call.go), under mu
+	answering Answering
+	calls     map[string]*Call // Call-ID -> call
+	incoming  chan *Call
+	pending   map[string]chan *Response // "Call-ID CSeq" of our in-dialog requests
 }
 
 // ErrTimeout means no response came in time (e.g. the packets were dropped).
@@ -117,7 +133,8 @@ func New(ctx context.Context, cfg Config) (*Phone, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sipua: dial %s %s: %w", cfg.Transport, cfg.Server, err)
 	}
-	p := &Phone{cfg: cfg, conn: conn}
+	p := &Phone{cfg: cfg, conn: conn, answering: cfg.Answering, calls: map[string]*Call{},
+		incoming: make(chan *Call, 16), pending: map[string]chan *Response{}}
 	if cfg.Transport == "tcp" {
 		p.tcp = bufio.NewReader(conn)
 	}
@@ -223,18 +240,22 @@ func (p *Phone) requestURI() string {
 	return u
 }
 
-// Authorization answers a WWW-Authenticate challenge with the configured password.
+// Authorization answers a WWW-Authenticate challenge to a REGISTER with
+// the configured password.
 func (p *Phone) Authorization(challenge string) (string, error) {
+	return p.authorization("REGISTER", p.requestURI(), challenge)
+}
+
+func (p *Phone) authorization(method, uri, challenge string) (string, error) {
 	params := parseChallenge(challenge)
 	realm, nonce := params["realm"], params["nonce"]
 	if nonce == "" {
 		return "", fmt.Errorf("sipua: challenge without nonce")
 	}
-	uri := p.requestURI()
 	cnonce := randHex(8)
 	nc := "00000001"
 	ha1 := md5hex(p.cfg.User + ":" + realm + ":" + p.cfg.Password)
-	ha2 := md5hex("REGISTER:" + uri)
+	ha2 := md5hex(method + ":" + uri)
 	var resp string
 	if strings.Contains(params["qop"], "auth") {
 		resp = md5hex(ha1 + ":" + nonce + ":" + nc + ":" + cnonce + ":auth:" + ha2)
@@ -261,7 +282,7 @@ func (p *Phone) Do(ctx context.Context, req []byte) (*Response, error) {
 	}
 	_ = p.conn.SetDeadline(deadline)
 	defer func() { _ = p.conn.SetDeadline(time.Time{}) }()
-	if _, err := p.conn.Write(req); err != nil {
+	if err := p.write(req); err != nil {
 		return nil, fmt.Errorf("sipua: send: %w", err)
 	}
 	wantCSeq := headerOf(req, "CSeq")
@@ -278,7 +299,11 @@ func (p *Phone) Do(ctx context.Context, req []byte) (*Response, error) {
 			continue
 		}
 		r, err := ParseResponse(raw)
-		if err != nil || r.Get("CSeq") != wantCSeq || r.Status < 200 {
+		if err != nil {
+			continue
+		}
+		if r.Get("CSeq") != wantCSeq || r.Status < 200 {
+			p.deliver(r)
 			continue
 		}
 		p.mu.Lock()
@@ -288,13 +313,20 @@ func (p *Phone) Do(ctx context.Context, req []byte) (*Response, error) {
 	}
 }
 
-// Listen answers the registrar's OPTIONS (qualify) for d, or until ctx
-// ends; a phone that should look unreachable simply does not listen.
+// Listen answers the registrar's OPTIONS (qualify) and calls for d, or
+// until ctx ends; a phone that should look unreachable simply does not listen.
 func (p *Phone) Listen(ctx context.Context, d time.Duration) error {
-	end := time.Now().Add(d)
-	for ctx.Err() == nil && time.Now().Before(end) {
+	return p.listen(ctx, time.Now().Add(d))
+}
+
+// Serve is Listen until ctx ends: a phone that can be called runs it in a
+// goroutine. Do (Register, Unregister) must not run at the same time.
+func (p *Phone) Serve(ctx context.Context) error { return p.listen(ctx, time.Time{}) }
+
+func (p *Phone) listen(ctx context.Context, end time.Time) error {
+	for ctx.Err() == nil && (end.IsZero() || time.Now().Before(end)) {
 		deadline := time.Now().Add(100 * time.Millisecond)
-		if end.Before(deadline) {
+		if !end.IsZero() && end.Before(deadline) {
 			deadline = end
 		}
 		_ = p.conn.SetReadDeadline(deadline)
@@ -307,20 +339,30 @@ func (p *Phone) Listen(ctx context.Context, d time.Duration) error {
 			_ = p.conn.SetReadDeadline(time.Time{})
 			return fmt.Errorf("sipua: listen: %w", err)
 		}
-		p.answerRequest(raw)
+		if !p.answerRequest(raw) {
+			if r, err := ParseResponse(raw); err == nil {
+				p.deliver(r)
+			}
+		}
 	}
 	_ = p.conn.SetReadDeadline(time.Time{})
 	return nil
 }
 
-// answerRequest answers an OPTIONS with 200 OK; it reports whether raw was
-// a request (which Do must not take for its response).
+// answerRequest answers an OPTIONS with 200 OK and hands call requests to
+// call.go; it reports whether raw was a request (which Do must not take for
+// its response).
 func (p *Phone) answerRequest(raw []byte) bool {
 	if strings.HasPrefix(string(raw), "SIP/2.0 ") {
 		return false
 	}
 	method, _, _ := strings.Cut(string(raw), " ")
-	if method != "OPTIONS" {
+	switch method {
+	case "INVITE", "ACK", "BYE", "CANCEL":
+		p.callRequest(method, raw)
+		return true
+	case "OPTIONS":
+	default:
 		return true
 	}
 	var b strings.Builder
@@ -336,8 +378,17 @@ func (p *Phone) answerRequest(raw []byte) bool {
 		}
 	}
 	b.WriteString("Allow: OPTIONS, INVITE, ACK, BYE, CANCEL\r\nContent-Length: 0\r\n\r\n")
-	_, _ = p.conn.Write([]byte(b.String()))
+	_ = p.write([]byte(b.String()))
 	return true
+}
+
+// write sends one whole message (calls write from timers while another
+// goroutine may be sending).
+func (p *Phone) write(b []byte) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	_, err := p.conn.Write(b)
+	return err
 }
 
 func (p *Phone) read() ([]byte, error) {
