@@ -204,6 +204,12 @@ func (cn *restConn) roundTrip(ctx context.Context, host, method, requestURI, aut
 		return reply{}, false, false, err
 	}
 	resp, err := http.ReadResponse(cn.br, &http.Request{Method: method})
+	// An interim 1xx reply (100 Continue, 103 Early Hints) precedes the
+	// real one on the same connection: taken as the reply, it would leave
+	// the real one to answer the next call.
+	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+		resp, err = http.ReadResponse(cn.br, &http.Request{Method: method})
+	}
 	if err != nil {
 		return reply{}, false, true, err
 	}

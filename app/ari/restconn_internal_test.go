@@ -1,6 +1,7 @@
 package ari
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -78,5 +79,51 @@ func TestRestPoolReusesAndRecovers(t *testing.T) {
 	defer cancel()
 	if _, err := p.call(cctx, http.MethodGet, p.base+"/block?a=b%2Fc", "Basic x"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("hung call: %v; want a deadline", err)
+	}
+}
+
+// An interim 1xx reply is skipped: the call gets the final reply, and the
+// next call on the kept-alive connection gets its own.
+func TestRestPoolSkipsInterimReplies(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			req.Body.Close()
+			reply := "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n" + string(rune('a'+i))
+			if i == 0 {
+				reply = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + reply
+			}
+			if _, err := c.Write([]byte(reply)); err != nil {
+				return
+			}
+		}
+	}()
+	p, err := newRestPool("http://"+ln.Addr().String()+"/ari", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	for _, want := range []string{"a", "b"} {
+		r, err := p.call(context.Background(), http.MethodGet, p.base+"/x", "Basic x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.code != 200 || string(r.body) != want {
+			t.Fatalf("reply %d %q; want 200 %q", r.code, r.body, want)
+		}
 	}
 }
