@@ -182,7 +182,13 @@ func (cn *restConn) roundTrip(ctx context.Context, host, method, requestURI, aut
 	}
 	// Cancellation unblocks the read or write at once.
 	stop := context.AfterFunc(ctx, func() { cn.c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer func() {
+		if !stop() {
+			// ctx ended as the reply came: the past deadline may land
+			// after the next call set its own, failing that call.
+			keep = false
+		}
+	}()
 
 	w := cn.bw
 	w.WriteString(method)
