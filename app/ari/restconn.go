@@ -182,7 +182,13 @@ func (cn *restConn) roundTrip(ctx context.Context, host, method, requestURI, aut
 	}
 	// Cancellation unblocks the read or write at once.
 	stop := context.AfterFunc(ctx, func() { cn.c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer func() {
+		if !stop() {
+			// ctx ended as the reply came: the past deadline may land
+			// after the next call set its own, failing that call.
+			keep = false
+		}
+	}()
 
 	w := cn.bw
 	w.WriteString(method)
@@ -204,6 +210,12 @@ func (cn *restConn) roundTrip(ctx context.Context, host, method, requestURI, aut
 		return reply{}, false, false, err
 	}
 	resp, err := http.ReadResponse(cn.br, &http.Request{Method: method})
+	// An interim 1xx reply (100 Continue, 103 Early Hints) precedes the
+	// real one on the same connection: taken as the reply, it would leave
+	// the real one to answer the next call.
+	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+		resp, err = http.ReadResponse(cn.br, &http.Request{Method: method})
+	}
 	if err != nil {
 		return reply{}, false, true, err
 	}

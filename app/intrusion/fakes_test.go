@@ -258,9 +258,12 @@ type fakeFirewall struct {
 	entries map[netip.Prefix]time.Time // zero: permanent
 	missing bool
 	addErr  error
-	adds    int // Add calls
-	added   int // entries added
-	inits   int
+	// checkErr, when set, is Check's error; checks counts Check calls.
+	checkErr error
+	checks   int
+	adds     int // Add calls
+	added    int // entries added
+	inits    int
 }
 
 func newFakeFirewall(c Clock) *fakeFirewall {
@@ -334,6 +337,10 @@ func (f *fakeFirewall) List(ctx context.Context) ([]firewall.Entry, error) {
 func (f *fakeFirewall) Check(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.checks++
+	if f.checkErr != nil {
+		return f.checkErr
+	}
 	if f.missing {
 		return fmt.Errorf("fake firewall: table doorman: %w", firewall.ErrMissing)
 	}

@@ -118,9 +118,16 @@ func (h *harness) settle() {
 		for _, s := range h.m.counters.shards {
 			s.mu.Lock()
 			n += len(s.ops)
+			if s.busy { // taken from ops, not yet in the store
+				n++
+			}
 			s.mu.Unlock()
 		}
-		return n == 0 && h.m.writer.pendingLen() == 0
+		// flush takes pending and leaves spare nil until it is done.
+		h.m.writer.mu.Lock()
+		flushing := h.m.writer.spare == nil
+		h.m.writer.mu.Unlock()
+		return n == 0 && !flushing && h.m.writer.pendingLen() == 0
 	})
 	// One more round trip through the firewall queue flushes what a worker
 	// queued while we looked.

@@ -158,3 +158,28 @@ func TestFailedWriteUnreadyUntilRepaired(t *testing.T) {
 		t.Fatal("ready, but the ban is not in the firewall")
 	}
 }
+
+// A repair that cannot run (the firewall's Check fails too) is retried:
+// once the firewall works again the failed ban is in the kernel and the
+// monitor ready, without waiting for the next full resync.
+func TestRepairRetriedAfterFailedCheck(t *testing.T) {
+	cfg := testConfig()
+	cfg.ReconcileInterval = time.Hour // only repairs call Check
+	h := startMonitor(t, cfg)
+	waitFor(t, "ready", h.m.Ready)
+	h.fw.mu.Lock()
+	h.fw.addErr = errors.New("netlink: no buffer space")
+	h.fw.checkErr = errors.New("netlink: no buffer space")
+	h.fw.mu.Unlock()
+	h.m.Handle(failed("198.51.100.8:5060", "s1"))
+	waitFor(t, "a repair that found Check failing", func() bool {
+		h.fw.mu.Lock()
+		defer h.fw.mu.Unlock()
+		return h.fw.checks > 0
+	})
+	h.fw.mu.Lock()
+	h.fw.addErr, h.fw.checkErr = nil, nil
+	h.fw.mu.Unlock()
+	waitFor(t, "ban in the firewall after the repair", func() bool { in, _ := h.fw.has(pfx("198.51.100.8/32")); return in })
+	waitFor(t, "ready after the repair", h.m.Ready)
+}

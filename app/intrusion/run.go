@@ -412,6 +412,7 @@ func (m *Monitor) check(ctx context.Context, force bool) {
 		if ctx.Err() == nil {
 			m.met.fwErrors.Inc()
 			m.log.Warn("firewall check failed", "err", err)
+			m.retryRepair(force)
 		}
 		return
 	}
@@ -427,6 +428,7 @@ func (m *Monitor) check(ctx context.Context, force bool) {
 		if ctx.Err() == nil {
 			m.met.fwErrors.Inc()
 			m.log.Error("firewall init failed", "err", err)
+			m.retryRepair(force || missing)
 		}
 		return
 	}
@@ -441,6 +443,20 @@ func (m *Monitor) check(ctx context.Context, force bool) {
 	}
 	m.fwq.addBulk(adds)
 	m.fwq.markRestored(f0)
+}
+
+// retryRepair asks maintain for the repair again (at most every 100 ms)
+// when one could not run: a failed write's ban is otherwise missing from
+// the kernel, and the monitor unready, until the next resync or feed
+// Resync.
+func (m *Monitor) retryRepair(repairing bool) {
+	if !repairing {
+		return
+	}
+	select {
+	case m.repair <- struct{}{}:
+	default:
+	}
 }
 
 // sweep forgets expired bans and counters.

@@ -291,6 +291,7 @@ type counterWorkers struct {
 type counterShard struct {
 	mu   sync.Mutex
 	ops  []counterOp
+	busy bool // a taken round is being written (tests wait for it to end)
 	wake chan struct{}
 }
 
@@ -357,6 +358,7 @@ func (c *counterWorkers) runShard(ctx context.Context, s *counterShard) {
 		}
 		s.mu.Lock()
 		batch, s.ops = s.ops, batch[:0]
+		s.busy = len(batch) > 0
 		s.mu.Unlock()
 		cc := chunkCtx{parent: ctx, timeout: c.m.cfg.StoreTimeout}
 		for i := 0; i < len(batch); i += chunkSize {
@@ -371,6 +373,9 @@ func (c *counterWorkers) runShard(ctx context.Context, s *counterShard) {
 		}
 		cc.done()
 		clear(batch)
+		s.mu.Lock()
+		s.busy = false
+		s.mu.Unlock()
 	}
 }
 
