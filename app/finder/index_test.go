@@ -15,7 +15,7 @@ import (
 // feedTap wraps a real store: it counts lookups and full loads, can drop
 // feed events (a gap in the feed) and inject others.
 type feedTap struct {
-	*embedded.Store
+	feedStore
 	lookups, loads, dropped atomic.Int64
 	drop                    atomic.Bool
 	inject                  chan state.RegistrationEvent
@@ -23,16 +23,16 @@ type feedTap struct {
 
 func (f *feedTap) LookupAOR(ctx context.Context, aor string) ([]state.Registration, error) {
 	f.lookups.Add(1)
-	return f.Store.LookupAOR(ctx, aor)
+	return f.feedStore.LookupAOR(ctx, aor)
 }
 
 func (f *feedTap) AllRegistrations(ctx context.Context) ([]state.Registration, error) {
 	f.loads.Add(1)
-	return f.Store.AllRegistrations(ctx)
+	return f.feedStore.AllRegistrations(ctx)
 }
 
 func (f *feedTap) WatchRegistrations(ctx context.Context) (<-chan state.RegistrationEvent, error) {
-	in, err := f.Store.WatchRegistrations(ctx)
+	in, err := f.feedStore.WatchRegistrations(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +89,12 @@ func newIndexRig(t *testing.T, ttl time.Duration) *indexRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { es.Close() })
-	r := &indexRig{st: &feedTap{Store: es, inject: make(chan state.RegistrationEvent)}}
+	return newIndexRigOn(t, es, ttl)
+}
+
+func newIndexRigOn(t *testing.T, st feedStore, ttl time.Duration) *indexRig {
+	t.Helper()
+	r := &indexRig{st: &feedTap{feedStore: st, inject: make(chan state.RegistrationEvent)}}
 	r.x = newIndex(r.st, r.now, ttl, 0, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -144,7 +149,12 @@ func (r *indexRig) visible(t *testing.T, what, name string, want ...string) {
 // and a server past its heartbeat are hidden at their time, a gap in the
 // feed (Resync) and a server that comes back reload it whole.
 func TestIndexFollowsFeed(t *testing.T) {
-	r := newIndexRig(t, time.Hour)
+	for name, st := range realStores(t) {
+		t.Run(name, func(t *testing.T) { testIndexFollowsFeed(t, newIndexRigOn(t, st.(feedStore), time.Hour)) })
+	}
+}
+
+func testIndexFollowsFeed(t *testing.T, r *indexRig) {
 	ctx := context.Background()
 	now := time.Now()
 	for _, srv := range []string{"aim-b", "aim-c", "aim-d"} {
