@@ -39,6 +39,7 @@ type index struct {
 	// complete: servers whose every registration the index holds (alive at
 	// the last load, or seen since). Only the feed goroutine uses it.
 	complete map[string]bool
+	failing  bool // the last load failed (logged once)
 }
 
 // indexShards splits the table so that applying an event or sweeping
@@ -113,11 +114,19 @@ func (x *index) locate(ctx context.Context, name string) ([]state.Registration, 
 func (x *index) run(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
+		start := time.Now()
 		err := x.follow(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		x.log.Warn("finder: index feed ended; lookups go to the store until it is back", "err", err)
+		if time.Since(start) > time.Minute { // it worked for a while: a new outage
+			backoff = 100 * time.Millisecond
+		}
+		if backoff == 100*time.Millisecond { // once per outage at Warn
+			x.log.Warn("finder: index feed ended; lookups go to the store until it is back", "err", err)
+		} else {
+			x.log.Debug("finder: index feed still down", "err", err)
+		}
 		x.tab.Store(nil)
 		select {
 		case <-ctx.Done():
@@ -154,6 +163,7 @@ func (x *index) follow(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				x.tab.Store(nil) // events were lost: the store answers until a load works
 				select {
 				case <-ctx.Done():
 					return ctx.Err()
@@ -194,6 +204,10 @@ func (x *index) load(ctx context.Context) error {
 			after, err = x.st.Servers(lctx)
 			if err == nil {
 				x.install(all, before, after)
+				if x.failing {
+					x.log.Info("finder: index loaded again", "registrations", len(all))
+					x.failing = false
+				}
 				if x.onReload != nil {
 					x.onReload(nil)
 				}
@@ -205,7 +219,13 @@ func (x *index) load(ctx context.Context) error {
 		x.onReload(err)
 	}
 	if ctx.Err() == nil {
-		x.log.Warn("finder: index load failed; lookups go to the store", "err", err)
+		// Once per outage at Warn: the load is retried every second.
+		lvl := slog.LevelWarn
+		if x.failing {
+			lvl = slog.LevelDebug
+		}
+		x.log.Log(ctx, lvl, "finder: index load failed; lookups go to the store", "err", err)
+		x.failing = true
 	}
 	return err
 }
