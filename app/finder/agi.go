@@ -19,7 +19,7 @@ import (
 
 // AGIDeps are the FastAGI server's collaborators.
 type AGIDeps struct {
-	Store      state.Registrations   // lookups (LookupAOR, AllRegistrations for the index)
+	Store      state.Registrations   // lookups; with state.Cluster and state.RegistrationWatcher too, the index
 	Local      LocalView             // this server's own contacts (the Tracker); nil: store only
 	Log        *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: metrics are not registered
@@ -33,7 +33,7 @@ type AGIServer struct {
 	log    *slog.Logger
 	m      *agiMetrics
 	locate func(ctx context.Context, name string) ([]state.Registration, error)
-	idx    *index // nil when Config.IndexRefresh is 0
+	idx    *index // nil when Config.Index is off or the store has no feed
 
 	sem   chan struct{}
 	mu    sync.Mutex
@@ -63,18 +63,33 @@ func NewAGIServer(cfg Config, deps AGIDeps) (*AGIServer, error) {
 		deps.Now = time.Now
 	}
 	tmpl, _ := parseTemplate(cfg.EndpointTemplate) // checked by Validate
-	m, err := newAGIMetrics(deps.Registerer)
+	s := &AGIServer{
+		c: &compiled{cfg: cfg, tmpl: tmpl}, deps: deps, log: deps.Log,
+		sem: make(chan struct{}, cfg.MaxSessions), conns: map[net.Conn]struct{}{},
+	}
+	m, err := newAGIMetrics(deps.Registerer, func() float64 {
+		if s.idx == nil {
+			return 0
+		}
+		return float64(s.idx.size.Load())
+	})
 	if err != nil {
 		return nil, err
 	}
-	s := &AGIServer{
-		c: &compiled{cfg: cfg, tmpl: tmpl}, deps: deps, log: deps.Log, m: m,
-		sem: make(chan struct{}, cfg.MaxSessions), conns: map[net.Conn]struct{}{},
-	}
+	s.m = m
 	s.locate = deps.Store.LookupAOR
-	if cfg.IndexRefresh > 0 {
-		s.idx = newIndex(deps.Store, deps.Now, max(cfg.HeartbeatTTL, 2*cfg.IndexRefresh))
+	if st, ok := deps.Store.(feedStore); ok && cfg.Index {
+		s.idx = newIndex(st, deps.Now, cfg.HeartbeatTTL, cfg.IndexRefresh, deps.Log)
+		s.idx.onReload = func(err error) {
+			if err != nil {
+				s.m.refresh.WithLabelValues("error").Inc()
+				return
+			}
+			s.m.refresh.WithLabelValues("ok").Inc()
+		}
 		s.locate = s.idx.locate
+	} else if cfg.Index {
+		deps.Log.Info("finder: the store has no registration feed; every dialLocal asks the store")
 	}
 	return s, nil
 }
@@ -123,9 +138,7 @@ func (s *AGIServer) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 	if s.idx != nil {
 		bg.Add(1)
-		go func() { defer bg.Done(); s.refreshLoop(ctx) }()
-		bg.Add(1)
-		go func() { defer bg.Done(); s.idx.revalidator(ctx, s.c.cfg.LookupTimeout) }()
+		go func() { defer bg.Done(); s.idx.run(ctx) }()
 	}
 	s.log.Info("finder: FastAGI listening", "addr", ln.Addr().String())
 	var tempDelay time.Duration
@@ -175,32 +188,6 @@ func (s *AGIServer) Serve(ctx context.Context, ln net.Listener) error {
 			}()
 			s.session(ctx, conn)
 		}()
-	}
-}
-
-func (s *AGIServer) refreshLoop(ctx context.Context) {
-	t := time.NewTicker(s.c.cfg.IndexRefresh)
-	defer t.Stop()
-	for {
-		// A full reload of 100,000 registrations takes seconds on a busy host.
-		rctx, cancel := context.WithTimeout(ctx, max(s.c.cfg.IndexRefresh, s.c.cfg.StoreTimeout, 30*time.Second))
-		err := s.idx.refresh(rctx)
-		cancel()
-		switch {
-		case err == nil:
-			s.m.refresh.WithLabelValues("ok").Inc()
-			s.idx.mu.RLock()
-			s.m.indexed.Set(float64(s.idx.size))
-			s.idx.mu.RUnlock()
-		case ctx.Err() == nil:
-			s.m.refresh.WithLabelValues("error").Inc()
-			s.log.Warn("finder: index refresh failed; lookups go to the store", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 	}
 }
 

@@ -16,10 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/asterisksupport/doorman/app/state"
+	"github.com/asterisksupport/doorman/app/state/embedded"
 )
 
 type agiRig struct {
-	store *memStore
+	store *memStore  // the fake, when the rig uses it
+	st    benchStore // the store seed writes to
 	srv   *AGIServer
 	addr  string
 	stop  func()
@@ -36,8 +38,8 @@ func (r *agiRig) seed(server, aor, contact string) {
 		addr = "[2001:db8::3]:5060"
 	}
 	ctx := context.Background()
-	_ = r.store.Heartbeat(ctx, server, time.Hour)
-	_ = r.store.PutRegistration(ctx, state.Registration{Server: server, ServerAddr: addr, Endpoint: aor, AOR: aor,
+	_ = r.st.Heartbeat(ctx, server, time.Hour)
+	_ = r.st.PutRegistration(ctx, state.Registration{Server: server, ServerAddr: addr, Endpoint: aor, AOR: aor,
 		Contact: contact, Expires: time.Now().Add(time.Hour), Updated: time.Now()})
 }
 
@@ -45,7 +47,27 @@ func newAGIRig(t *testing.T, cfg Config) *agiRig {
 	t.Helper()
 	st := newMemStore()
 	r := newAGIRigWith(t, cfg, st)
-	r.store = st
+	r.store, r.st = st, st
+	return r
+}
+
+// newIndexedRig serves dialLocal with the index, on an embedded store that
+// seed fills first, and returns once the index has loaded.
+func newIndexedRig(t *testing.T, cfg Config, seed func(r *agiRig)) *agiRig {
+	t.Helper()
+	es, err := embedded.Open("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { es.Close() })
+	cfg.Index = true
+	seed(&agiRig{st: es})
+	r := newAGIRigWith(t, cfg, es)
+	r.st = es
+	if r.srv.idx == nil {
+		t.Fatal("no index on the embedded store")
+	}
+	waitFor(t, "index loaded", func() bool { return r.srv.idx.tab.Load() != nil })
 	return r
 }
 
@@ -94,12 +116,7 @@ func call(t *testing.T, addr string, env []byte) agiReply {
 }
 
 func TestDialLocal(t *testing.T) {
-	for _, indexed := range []bool{false, true} {
-		cfg := testConfig()
-		if indexed {
-			cfg.IndexRefresh = 2 * time.Second
-		}
-		r := newAGIRig(t, cfg)
+	seed := func(r *agiRig) {
 		r.seed("aim-a", "1001", "sip:1001@127.0.0.1:5070")
 		r.seed("aim-a", "1001", "sip:1001@127.0.0.1:5071") // a second phone: still one PJSIP/1001
 		r.seed("aim-b", "2001", "sip:2001@10.9.0.1:5060")
@@ -107,6 +124,16 @@ func TestDialLocal(t *testing.T) {
 		r.seed("aim-b", "3001", "sip:3001@10.9.0.2:5060")
 		r.seed("aim-c", "3001", "sip:3001@10.9.0.3:5060")
 		r.seed("aim-c", "3001", "sip:3001@10.9.0.4:5060")
+	}
+	for _, indexed := range []bool{false, true} {
+		cfg := testConfig()
+		var r *agiRig
+		if indexed {
+			r = newIndexedRig(t, cfg, seed)
+		} else {
+			r = newAGIRig(t, cfg)
+			seed(r)
+		}
 		for _, tc := range []struct {
 			args         []string
 			dial, status string
@@ -185,7 +212,6 @@ func TestDialLocalAccounts(t *testing.T) {
 
 func TestDialLocalIgnoresExpiredDeadAndUnsafe(t *testing.T) {
 	cfg := testConfig()
-	cfg.IndexRefresh = 0
 	r := newAGIRig(t, cfg)
 	ctx := context.Background()
 	r.seed("aim-b", "1001", "sip:1001@10.9.0.1:5060")
@@ -206,14 +232,23 @@ func TestDialLocalIgnoresExpiredDeadAndUnsafe(t *testing.T) {
 	}
 }
 
+// TestDialLocalStoreDown: a failing store gives ERROR; with the index, a
+// store that goes away ends the feed and lookups go to the store again.
 func TestDialLocalStoreDown(t *testing.T) {
 	for _, indexed := range []bool{false, true} {
 		cfg := testConfig()
+		var r *agiRig
 		if indexed {
-			cfg.IndexRefresh = 2 * time.Second
+			r = newIndexedRig(t, cfg, func(r *agiRig) { r.seed("aim-b", "1001", "sip:1001@10.9.0.1:5060") })
+			if rep := call(t, r.addr, scriptEnv("1001", "25", "TtWw")); rep.vars[VarDialStatus] != StatusRemote {
+				t.Fatalf("before the store closed: %+v", rep)
+			}
+			r.st.(*embedded.Store).Close()
+			waitFor(t, "index dropped", func() bool { return r.srv.idx.tab.Load() == nil })
+		} else {
+			r = newAGIRig(t, cfg)
+			r.store.setFail(errDown)
 		}
-		r := newAGIRig(t, cfg)
-		r.store.setFail(errDown)
 		rep := call(t, r.addr, scriptEnv("1001", "25", "TtWw"))
 		if rep.vars[VarDialStatus] != StatusError || rep.vars[VarDialString] != "" || len(rep.verbose) != 1 {
 			t.Errorf("index=%v: %+v, want ERROR with a reason", indexed, rep)

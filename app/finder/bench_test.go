@@ -62,10 +62,10 @@ func benchServer(i int) string { return fmt.Sprintf("aim-%c", 'a'+i) }
 
 // startBench serves dialLocal for st and waits until the index (if any)
 // holds every registration.
-func startBench(b *testing.B, st benchStore, indexRefresh time.Duration) (addr string, report func()) {
+func startBench(b *testing.B, st benchStore, indexed bool) (addr string, report func()) {
 	b.Helper()
 	cfg := testConfig()
-	cfg.IndexRefresh = indexRefresh
+	cfg.Index = indexed
 	cfg.MaxSessions = 100_000
 	cfg.HeartbeatTTL = time.Hour
 	srv, err := NewAGIServer(cfg, AGIDeps{Store: st})
@@ -81,19 +81,14 @@ func startBench(b *testing.B, st benchStore, indexRefresh time.Duration) (addr s
 	go func() { done <- srv.Serve(ctx, ln) }()
 	b.Cleanup(func() { cancel(); <-done })
 	if srv.idx != nil {
-		// Time one full reload (what every refresh costs), then let the
-		// server's own loop load it.
+		// The index loads at start: that is what a full reload (after a gap
+		// in the feed) costs.
 		t0 := time.Now()
-		if err := srv.idx.refresh(context.Background()); err != nil {
-			b.Fatal(err)
-		}
+		waitFor(b, "index loaded", func() bool {
+			return srv.idx.tab.Load() != nil && srv.idx.size.Load() == benchExtensions
+		})
 		reload := time.Since(t0)
 		report = func() { b.ReportMetric(float64(reload.Milliseconds()), "index_reload_ms") }
-		waitFor(b, "index loaded", func() bool {
-			srv.idx.mu.RLock()
-			defer srv.idx.mu.RUnlock()
-			return srv.idx.size == benchExtensions
-		})
 	}
 	// Warm the store up (the fake builds its AOR map on the first lookup,
 	// Redis loads its script) so that the first sessions do not pay for it.
@@ -369,8 +364,8 @@ func procCPU(pid int) time.Duration {
 // benchOpenLoop offers sessions at rate per second whatever the server's
 // speed (open loop), and reports latency from each session's scheduled
 // start to its end, so queueing delay counts.
-func benchOpenLoop(b *testing.B, st benchStore, redisPid int, indexRefresh time.Duration, rate int) {
-	addr, report := startBench(b, st, indexRefresh)
+func benchOpenLoop(b *testing.B, st benchStore, redisPid int, indexed bool, rate int) {
+	addr, report := startBench(b, st, indexed)
 	n := max(b.N, 2*rate) // at least two seconds of load
 	b.ResetTimer()
 	r0 := procCPU(redisPid)
@@ -387,8 +382,8 @@ func benchOpenLoop(b *testing.B, st benchStore, redisPid int, indexRefresh time.
 
 // benchPeak runs clients concurrent closed-loop clients and reports the
 // sessions completed per second.
-func benchPeak(b *testing.B, st benchStore, redisPid int, indexRefresh time.Duration, clients int) {
-	addr, report := startBench(b, st, indexRefresh)
+func benchPeak(b *testing.B, st benchStore, redisPid int, indexed bool, clients int) {
+	addr, report := startBench(b, st, indexed)
 	b.ResetTimer()
 	r0 := procCPU(redisPid)
 	res, server, client := runClient(b, clientJob{Addr: addr, N: b.N, Clients: clients})
@@ -404,11 +399,11 @@ func BenchmarkDialLocalMem(b *testing.B) {
 	b.Run("openloop2000", func(b *testing.B) {
 		st := newMemStore()
 		fillBench(b, st)
-		benchOpenLoop(b, st, 0, 0, 2000)
+		benchOpenLoop(b, st, 0, false, 2000)
 	})
 	b.Run("peak100", func(b *testing.B) {
 		st := newMemStore()
 		fillBench(b, st)
-		benchPeak(b, st, 0, 0, 100)
+		benchPeak(b, st, 0, false, 100)
 	})
 }

@@ -61,11 +61,15 @@ type Config struct {
 	// are closed at once, so Asterisk's AGISTATUS is FAILURE and the sample
 	// dialplan falls back to a local Dial.
 	MaxSessions int `yaml:"max_sessions"`
-	// IndexRefresh, when positive, keeps an in-memory copy of every
-	// registration, reloaded whole from the store this often, so that a hit
-	// costs no store round trip (a miss still asks the store; a hit older
-	// than a second is re-read in the background). 0 (default): every
-	// dialLocal asks the store, one round trip, always current.
+	// Index (default true) keeps an in-memory copy of every registration,
+	// loaded whole at start and after any gap in the store's registration
+	// feed and kept current by the feed, so that dialLocal costs no store
+	// round trip. Used when the store has a feed (Redis and the embedded
+	// store do); false: every dialLocal asks the store, one round trip.
+	Index bool `yaml:"index"`
+	// IndexRefresh, when positive, reloads the index whole this often on
+	// top of the feed (a safety net; each reload reads the whole store).
+	// 0 (default): only at start and after a gap in the feed.
 	IndexRefresh time.Duration `yaml:"index_refresh"`
 }
 
@@ -86,6 +90,7 @@ func DefaultConfig() Config {
 		SessionTimeout:      5 * time.Second,
 		LookupTimeout:       500 * time.Millisecond,
 		MaxSessions:         4096,
+		Index:               true,
 		IndexRefresh:        0,
 	}
 }
@@ -151,7 +156,7 @@ func (c Config) Validate() error {
 		bad("event_resync_delay", "must not be negative, got %v", c.EventResyncDelay)
 	}
 	if c.IndexRefresh < 0 {
-		bad("index_refresh", "must not be negative (0 disables the index), got %v", c.IndexRefresh)
+		bad("index_refresh", "must not be negative (0: reload only at start and after a gap in the feed), got %v", c.IndexRefresh)
 	}
 	if c.ExpiryGrace < c.ResyncInterval {
 		bad("expiry_grace", "must be at least resync_interval (%v), got %v: live phones would look expired between resyncs", c.ResyncInterval, c.ExpiryGrace)

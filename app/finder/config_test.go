@@ -28,7 +28,7 @@ func TestConfigYAML(t *testing.T) {
 		{"options with parens", "server: a\nsip_addr: 10.0.0.1:5060\nallowed_options: 'tU()'", "allowed_options"},
 		{"grace below resync", "server: a\nsip_addr: 10.0.0.1:5060\nresync_interval: 2m\nexpiry_grace: 1m", "expiry_grace"},
 		{"zero heartbeat", "server: a\nsip_addr: 10.0.0.1:5060\nheartbeat_ttl: 0s", "heartbeat_ttl"},
-		{"index off", "server: a\nsip_addr: 10.0.0.1:5060\nindex_refresh: 0s", ""},
+		{"index reload only on gaps", "server: a\nsip_addr: 10.0.0.1:5060\nindex_refresh: 0s", ""},
 		{"negative index", "server: a\nsip_addr: 10.0.0.1:5060\nindex_refresh: -1s", "index_refresh"},
 		{"bad account", "server: a\nsip_addr: 10.0.0.1:5060\naccounts: ['a,b']", "finder: accounts"},
 		{"bad interserver", "server: a\nsip_addr: 10.0.0.1:5060\ninterserver_endpoint: 'x/y'", "interserver_endpoint"},
@@ -47,6 +47,17 @@ func TestConfigYAML(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestConfigIndex: the index is on by default and index: false turns it off.
+func TestConfigIndex(t *testing.T) {
+	c := DefaultConfig()
+	if !c.Index {
+		t.Fatal("index off by default")
+	}
+	if err := yaml.Unmarshal([]byte("index: false"), &c); err != nil || c.Index {
+		t.Fatalf("index: false gave %v, %v", c.Index, err)
 	}
 }
 

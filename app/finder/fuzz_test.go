@@ -21,11 +21,11 @@ func FuzzDialLocal(f *testing.F) {
 	f.Add(scriptEnv("1001&PJSIP/x", "25,M(x)", "U(y)"))
 	f.Add([]byte("agi_network: yes\n\n"))
 	f.Add([]byte("garbage\n\n"))
-	r := &agiRig{store: newMemStore()}
+	st := newMemStore()
+	r := &agiRig{store: st, st: st}
 	r.seed("aim-a", "1001", "sip:1001@127.0.0.1:5070")
 	r.seed("aim-b", "2001", "sip:2001@10.9.0.1:5060")
 	cfg := testConfig()
-	cfg.IndexRefresh = 0
 	srv, err := NewAGIServer(cfg, AGIDeps{Store: r.store})
 	if err != nil {
 		f.Fatal(err)

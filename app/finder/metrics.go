@@ -47,10 +47,12 @@ type agiMetrics struct {
 	active   prometheus.Gauge
 	rejected prometheus.Counter
 	refresh  *prometheus.CounterVec
-	indexed  prometheus.Gauge
+	indexed  prometheus.GaugeFunc
 }
 
-func newAGIMetrics(reg prometheus.Registerer) (*agiMetrics, error) {
+// newAGIMetrics builds the AGI server's metrics; indexed reads the index's
+// size when scraped.
+func newAGIMetrics(reg prometheus.Registerer, indexed func() float64) (*agiMetrics, error) {
 	m := &agiMetrics{
 		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: subsystem,
 			Name: "agi_sessions_total", Help: "FastAGI dialLocal sessions by dialStatus (or hangup)."}, []string{"status"}),
@@ -62,9 +64,9 @@ func newAGIMetrics(reg prometheus.Registerer) (*agiMetrics, error) {
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: subsystem,
 			Name: "agi_rejected_total", Help: "Connections closed at once because max_sessions were in progress."}),
 		refresh: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: subsystem,
-			Name: "index_refreshes_total", Help: "Reloads of the in-memory registration index by result."}, []string{"result"}),
-		indexed: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: subsystem,
-			Name: "index_registrations", Help: "Registrations in the in-memory index."}),
+			Name: "index_refreshes_total", Help: "Full loads of the in-memory registration index (start, feed gaps, index_refresh) by result."}, []string{"result"}),
+		indexed: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Subsystem: subsystem,
+			Name: "index_registrations", Help: "Registrations in the in-memory index."}, indexed),
 	}
 	m.byStatus = map[string]prometheus.Counter{}
 	for _, st := range []string{StatusLocal, StatusRemote, StatusFound, StatusNotFound, StatusUnknownAccount,

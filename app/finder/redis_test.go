@@ -65,8 +65,11 @@ func TestTrackerToAGIThroughRealStores(t *testing.T) {
 			agiA := newAGIRigOn(t, cfgA, st)
 			cfgB := testConfig()
 			cfgB.Server, cfgB.SIPAddr = "aim-b", "10.0.0.2:5060"
-			cfgB.IndexRefresh = 50 * time.Millisecond
-			agiB := newAGIRigOn(t, cfgB, st)
+			agiB := newAGIRigOn(t, cfgB, st) // with the index (the default), following the feed
+			if agiB.srv.idx == nil {
+				t.Fatal("aim-b has no index")
+			}
+			waitFor(t, "aim-b's index loaded", func() bool { return agiB.srv.idx.tab.Load() != nil })
 
 			want := map[*agiRig][2]string{
 				agiA: {"PJSIP/1001,25,TtWw", StatusLocal},
@@ -94,8 +97,8 @@ func TestTrackerToAGIThroughRealStores(t *testing.T) {
 				})
 			}
 
-			// Register again, then Asterisk dies: within HeartbeatTTL (plus the
-			// index refresh) aim-a is no location any more for aim-b.
+			// Register again, then Asterisk dies: within HeartbeatTTL aim-a is
+			// no location any more for aim-b.
 			<-mu
 			registered = true
 			mu <- struct{}{}
@@ -123,7 +126,7 @@ func TestTrackerToAGIThroughRealStores(t *testing.T) {
 			waitFor(t, "NOTFOUND after Asterisk died", func() bool {
 				return call(t, agiB.addr, scriptEnv("1001")).vars[VarDialStatus] == StatusNotFound
 			})
-			if d := time.Since(died); d > 2*cfgA.HeartbeatTTL+cfgB.IndexRefresh+time.Second {
+			if d := time.Since(died); d > 2*cfgA.HeartbeatTTL+time.Second {
 				t.Errorf("dead Asterisk still a location after %v", d)
 			}
 			// It answers again: its contacts come back without an AMI re-login.
@@ -140,7 +143,7 @@ func TestTrackerToAGIThroughRealStores(t *testing.T) {
 			waitFor(t, "NOTFOUND after the agent died", func() bool {
 				return call(t, agiB.addr, scriptEnv("1001")).vars[VarDialStatus] == StatusNotFound
 			})
-			if d := time.Since(died); d > cfgA.HeartbeatTTL+cfgB.IndexRefresh+time.Second {
+			if d := time.Since(died); d > cfgA.HeartbeatTTL+time.Second {
 				t.Errorf("dead server still a location after %v", d)
 			}
 		})
@@ -154,7 +157,7 @@ func newAGIRigOn(t *testing.T, cfg Config, st benchStore) *agiRig {
 
 // BenchmarkDialLocalRedis: 100,000 extensions on 10 servers in a real
 // redis-server; "direct" asks Redis on every call, "index" serves from the
-// in-memory index (reloaded every 10 s) and asks Redis only on a miss.
+// in-memory index kept current by the registration feed (the default).
 func BenchmarkDialLocalRedis(b *testing.B) {
 	srv := redistest.Start(b)
 	// Filling 10,000 registrations per server in one replace takes more
@@ -167,10 +170,10 @@ func BenchmarkDialLocalRedis(b *testing.B) {
 	fillBench(b, rs)
 	for _, mode := range []struct {
 		name    string
-		refresh time.Duration
-	}{{"direct", 0}, {"index", 30 * time.Second}} {
-		b.Run(mode.name+"/openloop2000", func(b *testing.B) { benchOpenLoop(b, rs, srv.Pid(), mode.refresh, 2000) })
-		b.Run(mode.name+"/peak100", func(b *testing.B) { benchPeak(b, rs, srv.Pid(), mode.refresh, 100) })
+		indexed bool
+	}{{"direct", false}, {"index", true}} {
+		b.Run(mode.name+"/openloop2000", func(b *testing.B) { benchOpenLoop(b, rs, srv.Pid(), mode.indexed, 2000) })
+		b.Run(mode.name+"/peak100", func(b *testing.B) { benchPeak(b, rs, srv.Pid(), mode.indexed, 100) })
 	}
 }
 
@@ -187,20 +190,22 @@ func BenchmarkResolveRedis(b *testing.B) {
 	fillBench(b, rs)
 	for _, mode := range []struct {
 		name    string
-		refresh time.Duration
-	}{{"direct", 0}, {"index", time.Hour}} {
+		indexed bool
+	}{{"direct", false}, {"index", true}} {
 		b.Run(mode.name, func(b *testing.B) {
 			cfg := testConfig()
-			cfg.IndexRefresh = mode.refresh
+			cfg.Index = mode.indexed
 			cfg.HeartbeatTTL = time.Hour
 			s, err := NewAGIServer(cfg, AGIDeps{Store: rs})
 			if err != nil {
 				b.Fatal(err)
 			}
 			if s.idx != nil {
-				if err := s.idx.refresh(context.Background()); err != nil {
-					b.Fatal(err)
-				}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				go func() { defer close(done); s.idx.run(ctx) }()
+				b.Cleanup(func() { cancel(); <-done })
+				waitFor(b, "index loaded", func() bool { return s.idx.size.Load() == benchExtensions })
 			}
 			envs := make([]map[string]string, 1024)
 			for i := range envs {

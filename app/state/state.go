@@ -32,6 +32,13 @@ const (
 	// Resync: the feed was interrupted (reconnect); events may have been lost,
 	// so the consumer must re-read the full state.
 	Resync
+	// ServerAlive (registration feed): a server's heartbeat; it is a location
+	// until the event's Registration.Expires unless another beat follows.
+	ServerAlive
+	// ServerDown (registration feed): a server's heartbeat has ended; its
+	// registrations are no longer locations (they stay stored, hidden, and
+	// show again if it beats before they expire).
+	ServerDown
 )
 
 // BanEvent is one entry of the ban feed.
@@ -94,6 +101,36 @@ type Registrations interface {
 	LookupAOR(ctx context.Context, aor string) ([]Registration, error)
 	// AllRegistrations returns every unexpired registration on live servers.
 	AllRegistrations(ctx context.Context) ([]Registration, error)
+}
+
+// RegistrationEvent is one entry of the registration feed.
+type RegistrationEvent struct {
+	Kind EventKind
+	// Added: the whole registration (new or refreshed). Removed: Server, AOR
+	// and Contact. ServerAlive: Server, and Expires when the heartbeat ends.
+	// ServerDown: Server.
+	Registration Registration
+}
+
+// RegistrationWatcher is an optional part of Registrations for stores that
+// publish every registration change, so a consumer can keep a full copy
+// current without polling (the Extension Finder's index).
+//
+// Every PutRegistration, DeleteRegistration and ReplaceRegistrations of any
+// agent is published (Added, Removed), as is every Heartbeat (ServerAlive)
+// and a heartbeat found ended (ServerDown, not necessarily at once). Expiry
+// is not necessarily published: a consumer drops a registration at its
+// Expires and a server at its ServerAlive's Expires by itself. A consumer
+// first watches, then reads AllRegistrations and Servers, then applies the
+// events in order: each sets or removes one registration or server, so
+// events older than the reading are harmless. AllRegistrations leaves out
+// servers that were dead at the reading, so a ServerAlive of such a server
+// means re-reading.
+type RegistrationWatcher interface {
+	// WatchRegistrations streams registration and heartbeat changes until
+	// ctx ends. After a reconnect (or a reader too slow) it sends Resync:
+	// re-read everything.
+	WatchRegistrations(ctx context.Context) (<-chan RegistrationEvent, error)
 }
 
 // DeviceState is one real device's state on one server.

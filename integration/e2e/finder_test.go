@@ -293,8 +293,9 @@ func TestFinder(t *testing.T) {
 		unregister(t, onB, "phone -> B")
 		a.waitDial(t, 10*time.Second, "PJSIP/1001,25,TtWw", "LOCAL", args...)
 		c.redis.Stop()
-		// Ask for longer than the index's maximum age (max(heartbeat_ttl,
-		// 2*index_refresh) = 4 s): from then on only the local view can answer.
+		// Ask for longer than heartbeat_ttl (3 s), after which the index no
+		// longer trusts its silent feed and asks the stopped store: from then
+		// on only the local view can answer.
 		start := time.Now()
 		for time.Since(start) < 6*time.Second {
 			d, st := a.dialLocal(t, args...)
@@ -331,7 +332,8 @@ func TestFinder(t *testing.T) {
 
 	t.Run("A's agent dies: its phones are no location after heartbeat_ttl", func(t *testing.T) {
 		a.killAgent(t)
-		// heartbeat_ttl 3s, plus one index refresh (2s) and slack.
+		// heartbeat_ttl 3s (B's index hides A when A's last heartbeat runs
+		// out), and slack.
 		b.waitDial(t, 10*time.Second, "", "NOTFOUND", args...)
 		if locs := b.whereis(t, "1001"); len(locs) != 0 {
 			t.Fatalf("whereis on B after A died: %+v", locs)

@@ -116,6 +116,8 @@ func (s *Store) Heartbeat(_ context.Context, server string, ttl time.Duration) e
 	defer s.mu.Unlock()
 	now := s.now()
 	s.beats[server] = beat{last: now, expires: now.Add(ttl)}
+	s.regFeed.publish(state.RegistrationEvent{Kind: state.ServerAlive,
+		Registration: state.Registration{Server: server, Expires: now.Add(ttl)}})
 	return nil
 }
 

@@ -64,6 +64,7 @@ func (s *Store) PutRegistration(ctx context.Context, r state.Registration) error
 		return err
 	}
 	s.addReg(r)
+	s.regFeed.publish(state.RegistrationEvent{Kind: state.Added, Registration: r})
 	k := regKey{r.Server, r.AOR, r.Contact}
 	return s.unlockAndWrite("put registration", func(tx *bolt.Tx) error {
 		return putJSON(tx, bucketRegs, k.bytes(), r)
@@ -80,6 +81,7 @@ func (s *Store) DeleteRegistration(_ context.Context, server, aor, contact strin
 	}
 	k := regKey{server, aor, contact}
 	s.dropReg(k)
+	s.regFeed.publish(removedEvent(k))
 	return s.unlockAndWrite("delete registration", func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRegs).Delete(k.bytes())
 	})
@@ -105,12 +107,22 @@ func (s *Store) ReplaceRegistrations(_ context.Context, server string, regs []st
 	if err := s.lock(); err != nil {
 		return err
 	}
+	evs := make([]state.RegistrationEvent, 0, len(keep))
+	kept := make(map[regKey]bool, len(keep))
+	for _, r := range keep {
+		evs = append(evs, state.RegistrationEvent{Kind: state.Added, Registration: r})
+		kept[regKey{r.Server, r.AOR, r.Contact}] = true
+	}
 	for k := range s.byServer[server] {
 		s.dropReg(k)
+		if !kept[k] {
+			evs = append(evs, removedEvent(k))
+		}
 	}
 	for _, r := range keep {
 		s.addReg(r)
 	}
+	s.regFeed.publishMany(evs...)
 	return s.unlockAndWrite("replace registrations", func(tx *bolt.Tx) error {
 		if err := deleteServerRegs(tx, server); err != nil {
 			return err
@@ -159,4 +171,38 @@ func (s *Store) AllRegistrations(context.Context) ([]state.Registration, error) 
 		}
 	}
 	return out, nil
+}
+
+func removedEvent(k regKey) state.RegistrationEvent {
+	return state.RegistrationEvent{Kind: state.Removed,
+		Registration: state.Registration{Server: k.server, AOR: k.aor, Contact: k.contact}}
+}
+
+// publishSwept announces what the janitor removed: expired registrations
+// and servers whose heartbeat ended. The caller holds mu.
+func (s *Store) publishSwept(servers []string, regs []regKey) {
+	evs := make([]state.RegistrationEvent, 0, len(servers)+len(regs))
+	for _, srv := range servers {
+		evs = append(evs, state.RegistrationEvent{Kind: state.ServerDown, Registration: state.Registration{Server: srv}})
+	}
+	for _, k := range regs {
+		evs = append(evs, removedEvent(k))
+	}
+	if len(evs) > 0 {
+		s.regFeed.publishMany(evs...)
+	}
+}
+
+var _ state.RegistrationWatcher = (*Store)(nil)
+
+// WatchRegistrations streams registration and heartbeat changes until ctx
+// ends or the Store closes. Expired registrations and ended heartbeats are
+// announced by the janitor (within JanitorInterval); a reader too slow for
+// maxQueue events gets Resync.
+func (s *Store) WatchRegistrations(ctx context.Context) (<-chan state.RegistrationEvent, error) {
+	ch, ok := s.regFeed.watch(ctx, s.done)
+	if !ok {
+		return nil, ErrClosed
+	}
+	return ch, nil
 }

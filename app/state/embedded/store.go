@@ -43,6 +43,7 @@ type Store struct {
 
 	banFeed *feed[state.BanEvent]
 	devFeed *feed[state.DeviceEvent]
+	regFeed *feed[state.RegistrationEvent]
 
 	// disk is nil for a memory-only store. diskMu orders file writes the way
 	// the memory changes were ordered, without holding mu during fsync.
@@ -85,6 +86,7 @@ func Open(path string, log *slog.Logger) (*Store, error) {
 		beats:    map[string]beat{},
 		banFeed:  newFeed(state.BanEvent{Kind: state.Resync}),
 		devFeed:  newFeed(state.DeviceEvent{Kind: state.Resync}),
+		regFeed:  newFeed(state.RegistrationEvent{Kind: state.Resync}),
 		done:     make(chan struct{}),
 	}
 	if path != "" {
@@ -118,6 +120,7 @@ func (s *Store) Close() error {
 	close(s.done)
 	s.banFeed.close()
 	s.devFeed.close()
+	s.regFeed.close()
 	s.wg.Wait()
 	s.diskMu.Lock()
 	defer s.diskMu.Unlock()
@@ -163,9 +166,11 @@ func (s *Store) sweep() {
 			delete(s.strikes, k)
 		}
 	}
+	var goneServers []string
 	for srv, b := range s.beats {
 		if !now.Before(b.expires) {
 			delete(s.beats, srv)
+			goneServers = append(goneServers, srv)
 		}
 	}
 	var goneBans []netip.Prefix
@@ -182,6 +187,7 @@ func (s *Store) sweep() {
 			goneRegs = append(goneRegs, k)
 		}
 	}
+	s.publishSwept(goneServers, goneRegs)
 	s.diskMu.Lock()
 	s.mu.Unlock()
 	defer s.diskMu.Unlock()

@@ -2,6 +2,7 @@ package embedded_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -166,4 +167,23 @@ func TestSlowWatcherGetsResync(t *testing.T) {
 			t.Fatalf("no Resync after the watcher fell behind")
 		}
 	}
+}
+
+// TestRegistrationFeedResync: a watcher that falls more than the queue
+// behind gets Resync rather than blocking writers.
+func TestRegistrationFeedResync(t *testing.T) {
+	s, err := embedded.Open("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	statetest.RegistrationResync(t, s, func(t *testing.T) {
+		regs := make([]state.Registration, 6000)
+		for i := range regs {
+			regs[i] = state.Registration{Server: "pbx-flood", AOR: fmt.Sprint(i), Contact: "sip:x@192.0.2.1", Expires: time.Now().Add(time.Hour)}
+		}
+		if err := s.ReplaceRegistrations(context.Background(), "pbx-flood", regs); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

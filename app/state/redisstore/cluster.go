@@ -12,15 +12,24 @@ import (
 )
 
 // heartbeatScript: KEYS heartbeat, servers; ARGV ttl ms, beat ms, server,
-// heartbeat key prefix. The heartbeat is a key with an expiry, so a dead
-// server disappears by itself; the set only lists names to look at, and
-// names whose heartbeat is gone are dropped from it here.
+// heartbeat key prefix, registration feed channel, expiry ms. The heartbeat
+// is a key with an expiry, so a dead server disappears by itself; the set
+// only lists names to look at, and names whose heartbeat is gone are dropped
+// from it here. The beat (ServerAlive) and the dropped names (ServerDown)
+// go to the registration feed (regfeed.go).
 var heartbeatScript = redis.NewScript(`
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[3])
+local hb = ARGV[3] .. '\0' .. ARGV[6]
+redis.call('PUBLISH', ARGV[5], 'H' .. #hb .. ':' .. hb)
+local down = {'D'}
 for _, s in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('EXISTS', ARGV[4] .. s) == 0 then redis.call('SREM', KEYS[2], s) end
+  if redis.call('EXISTS', ARGV[4] .. s) == 0 then
+    redis.call('SREM', KEYS[2], s)
+    down[#down + 1] = #s .. ':' .. s
+  end
 end
+if #down > 1 then redis.call('PUBLISH', ARGV[5], table.concat(down)) end
 return 1`)
 
 // serversScript: KEYS servers; ARGV heartbeat key prefix. Returns
@@ -41,8 +50,9 @@ func (s *Store) Heartbeat(ctx context.Context, server string, ttl time.Duration)
 	if ttl <= 0 {
 		return fmt.Errorf("redisstore: heartbeat %s: ttl %v must be positive", server, ttl)
 	}
+	ms, now := max(ttl.Milliseconds(), 1), time.Now().UnixMilli()
 	err := heartbeatScript.Run(ctx, s.rdb, []string{s.k.heartbeat(server), s.k.servers()},
-		max(ttl.Milliseconds(), 1), time.Now().UnixMilli(), server, s.k.heartbeat("")).Err()
+		ms, now, server, s.k.heartbeat(""), s.k.regFeed(), now+ms).Err()
 	if err != nil {
 		return fmt.Errorf("redisstore: heartbeat %s: %w", server, err)
 	}

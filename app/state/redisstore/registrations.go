@@ -18,12 +18,14 @@ import (
 // Index entries of expired keys are trimmed on writes, skipped on reads, and
 // the index sets themselves expire with their last entry.
 
-// putRegsScript: ARGV tag, now ms, then per registration: server, aor,
-// contact, expiry ms, json. KEYS (optional) name the keys of a single put,
-// for Cluster routing and ACL checks.
+// putRegsScript: ARGV tag, now ms, feed channel, then per registration:
+// server, aor, contact, expiry ms, json. KEYS (optional) name the keys of a
+// single put, for Cluster routing and ACL checks. Publishes one feed message
+// (regfeed.go) with every registration.
 var putRegsScript = redis.NewScript(`
 local tag, now = ARGV[1], ARGV[2]
-for i = 3, #ARGV, 5 do
+local msg = {'A'}
+for i = 4, #ARGV, 5 do
   local server, aor, contact, exp, js = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local id = server .. '\0' .. aor .. '\0' .. contact
   redis.call('SET', tag .. 'reg:' .. id, js, 'PXAT', exp)
@@ -33,20 +35,26 @@ for i = 3, #ARGV, 5 do
     local t = redis.call('PEXPIRETIME', ix)
     if t == -1 or t < tonumber(exp) then redis.call('PEXPIREAT', ix, exp) end
   end
+  msg[#msg + 1] = #js .. ':' .. js
 end
+if #msg > 1 then redis.call('PUBLISH', ARGV[3], table.concat(msg)) end
 return 1`)
 
-// delRegsScript: ARGV tag, then registration ids.
+// delRegsScript: ARGV tag, feed channel, then registration ids. Publishes
+// one feed message with every id.
 var delRegsScript = redis.NewScript(`
 local tag = ARGV[1]
-for i = 2, #ARGV do
+local msg = {'R'}
+for i = 3, #ARGV do
   local id = ARGV[i]
   local a = string.find(id, '\0', 1, true)
   local b = string.find(id, '\0', a + 1, true)
   redis.call('DEL', tag .. 'reg:' .. id)
   redis.call('ZREM', tag .. 'aor:' .. string.sub(id, a + 1, b - 1), id)
   redis.call('ZREM', tag .. 'sreg:' .. string.sub(id, 1, a - 1), id)
+  msg[#msg + 1] = #id .. ':' .. id
 end
+if #msg > 1 then redis.call('PUBLISH', ARGV[2], table.concat(msg)) end
 return 1`)
 
 // regChunk bounds the registrations one script call handles, so a big
@@ -88,7 +96,7 @@ func (s *Store) PutRegistration(ctx context.Context, r state.Registration) error
 	}
 	id := regID(r.Server, r.AOR, r.Contact)
 	err = putRegsScript.Run(ctx, s.rdb, []string{s.k.reg(id), s.k.aor(r.AOR), s.k.srvRegs(r.Server)},
-		append([]any{s.k.tag, now.UnixMilli()}, args...)...).Err()
+		append([]any{s.k.tag, now.UnixMilli(), s.k.regFeed()}, args...)...).Err()
 	if err != nil {
 		return fmt.Errorf("redisstore: put registration %s: %w", r.AOR, err)
 	}
@@ -109,7 +117,7 @@ func (s *Store) DeleteRegistration(ctx context.Context, server, aor, contact str
 		return fmt.Errorf("redisstore: delete: %w", err)
 	}
 	id := regID(server, aor, contact)
-	err := delRegsScript.Run(ctx, s.rdb, []string{s.k.reg(id), s.k.aor(aor), s.k.srvRegs(server)}, s.k.tag, id).Err()
+	err := delRegsScript.Run(ctx, s.rdb, []string{s.k.reg(id), s.k.aor(aor), s.k.srvRegs(server)}, s.k.tag, s.k.regFeed(), id).Err()
 	if err != nil {
 		return fmt.Errorf("redisstore: delete registration %s: %w", aor, err)
 	}
@@ -136,7 +144,7 @@ func (s *Store) ReplaceRegistrations(ctx context.Context, server string, regs []
 			return nil
 		}
 		err := putRegsScript.Run(ctx, s.rdb, []string{s.k.srvRegs(server)},
-			append([]any{s.k.tag, now.UnixMilli()}, args...)...).Err()
+			append([]any{s.k.tag, now.UnixMilli(), s.k.regFeed()}, args...)...).Err()
 		args = args[:0]
 		return err
 	}
@@ -171,7 +179,7 @@ func (s *Store) ReplaceRegistrations(ctx context.Context, server string, regs []
 			ids = append(ids, id)
 		}
 		if len(ids) >= regChunk || i == len(old)-1 && len(ids) > 0 {
-			err := delRegsScript.Run(ctx, s.rdb, []string{s.k.srvRegs(server)}, append([]any{s.k.tag}, ids...)...).Err()
+			err := delRegsScript.Run(ctx, s.rdb, []string{s.k.srvRegs(server)}, append([]any{s.k.tag, s.k.regFeed()}, ids...)...).Err()
 			if err != nil {
 				return fail(err)
 			}

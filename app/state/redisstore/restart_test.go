@@ -9,6 +9,7 @@ import (
 	"github.com/asterisksupport/doorman/app/state"
 	"github.com/asterisksupport/doorman/app/state/redisstore"
 	"github.com/asterisksupport/doorman/app/state/redistest"
+	"github.com/asterisksupport/doorman/app/state/statetest"
 )
 
 // nextBan waits for the next ban event, skipping nothing.
@@ -174,4 +175,21 @@ func TestDownRedisFailsFast(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestRegistrationFeedResync: the registration watch says Resync after
+// redis-server restarts and after its subscription is killed.
+func TestRegistrationFeedResync(t *testing.T) {
+	srv := redistest.Start(t)
+	s := open(t, redisstore.Config{Addrs: []string{srv.Addr}, WatchPing: 200 * time.Millisecond})
+	t.Run("restart", func(t *testing.T) {
+		statetest.RegistrationResync(t, s, func(*testing.T) { srv.Restart() })
+	})
+	t.Run("client kill", func(t *testing.T) {
+		statetest.RegistrationResync(t, s, func(t *testing.T) {
+			if err := s.Client().ClientKillByFilter(context.Background(), "TYPE", "pubsub").Err(); err != nil {
+				t.Fatalf("CLIENT KILL: %v", err)
+			}
+		})
+	})
 }

@@ -145,6 +145,7 @@ func (k keys) bans() string              { return k.tag + "bans" }
 func (k keys) banFeed() string           { return k.tag + "feed:bans" }
 func (k keys) devices(srv string) string { return k.tag + "dev:" + srv }
 func (k keys) deviceFeed() string        { return k.tag + "feed:devices" }
+func (k keys) regFeed() string           { return k.tag + "feed:regs" }
 func (k keys) heartbeat(srv string) string {
 	return k.tag + "hb:" + srv
 }

@@ -43,6 +43,8 @@ func Run(t *testing.T, open Open) {
 	t.Run("RegistrationExpires", func(t *testing.T) { testRegExpires(t, open) })
 	t.Run("RegistrationDeadServer", func(t *testing.T) { testRegDeadServer(t, open) })
 	t.Run("RegistrationBadInput", func(t *testing.T) { testRegBadInput(t, open) })
+	t.Run("WatchRegistrations", func(t *testing.T) { testWatchRegistrations(t, open) })
+	t.Run("WatchRegistrationsServerDown", func(t *testing.T) { testWatchRegistrationsServerDown(t, open) })
 }
 
 // wait bounds every wait of the suite: generous, since the machine is shared.
