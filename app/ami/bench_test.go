@@ -151,3 +151,27 @@ func BenchmarkDecodeSecurityEvent(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPublishOnEvent measures the hub's dispatch alone, one security
+// event per iteration to one OnEvent function (the Intrusion Monitor's
+// path in the agent), no subscriber channels.
+func BenchmarkPublishOnEvent(b *testing.B) {
+	msgs, _ := parseAll(b, testdata(b, "ami-security-events.txt"), true, ParserLimits{})
+	var m Message
+	for i := range msgs {
+		if IsSecurityEvent(&msgs[i]) {
+			m = msgs[i]
+			break
+		}
+	}
+	var h hub
+	var n int
+	defer h.onEvent(func(*Message) { n++ })()
+	b.ReportAllocs()
+	for b.Loop() {
+		h.publish(m)
+	}
+	if n != b.N {
+		b.Fatalf("f called %d times, want %d", n, b.N)
+	}
+}

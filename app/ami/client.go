@@ -78,7 +78,9 @@ func (c *Client) Subscribe(buf int) (<-chan Message, func()) { return c.hub.subs
 // connection, until cancel is called. It saves a goroutine hand-off per
 // event to a job that takes events faster than they come: f must return
 // quickly, never block, and treat m as read-only (its strings may be
-// kept). Nothing is dropped or buffered.
+// kept). Nothing is dropped or buffered. f runs outside the client's
+// locks: it may call cancel, Subscribe or OnEvent. When cancel is called
+// from another goroutine, f may still get the one event being delivered.
 func (c *Client) OnEvent(f func(m *Message)) (cancel func()) { return c.hub.onEvent(f) }
 
 // Action implements Conn. It fails at once with ErrNotConnected while the

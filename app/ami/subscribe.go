@@ -18,8 +18,12 @@ type subscriber struct {
 type hub struct {
 	mu        sync.Mutex
 	subs      map[*subscriber]struct{}
-	funcs     map[*func(*Message)]struct{}
 	connected *Message // the EventConnected of the current session, nil when down
+
+	// funcs is the OnEvent functions, copied on every change (rare) and
+	// read without h.mu on every event, so a function runs outside the
+	// lock and may call cancel, Subscribe or OnEvent itself.
+	funcs atomic.Pointer[[]*eventFunc]
 
 	received, dropped atomic.Uint64
 }
@@ -48,29 +52,45 @@ func (h *hub) subscribe(buf int) (<-chan Message, func()) {
 	}
 }
 
+// eventFunc is one OnEvent registration; its address is its identity.
+type eventFunc struct{ f func(*Message) }
+
 // onEvent registers f, called by the reader with every server event.
 func (h *hub) onEvent(f func(*Message)) func() {
+	e := &eventFunc{f: f}
 	h.mu.Lock()
-	if h.funcs == nil {
-		h.funcs = make(map[*func(*Message)]struct{})
+	var funcs []*eventFunc
+	if old := h.funcs.Load(); old != nil {
+		funcs = append(funcs, *old...)
 	}
-	key := &f
-	h.funcs[key] = struct{}{}
+	funcs = append(funcs, e)
+	h.funcs.Store(&funcs)
 	h.mu.Unlock()
+	var once sync.Once
 	return func() {
-		h.mu.Lock()
-		delete(h.funcs, key)
-		h.mu.Unlock()
+		once.Do(func() {
+			h.mu.Lock()
+			var funcs []*eventFunc
+			for _, o := range *h.funcs.Load() {
+				if o != e {
+					funcs = append(funcs, o)
+				}
+			}
+			h.funcs.Store(&funcs)
+			h.mu.Unlock()
+		})
 	}
 }
 
 // publish delivers one server event to every subscriber.
 func (h *hub) publish(m Message) {
 	h.received.Add(1)
-	h.mu.Lock()
-	for f := range h.funcs {
-		(*f)(&m)
+	if funcs := h.funcs.Load(); funcs != nil {
+		for _, e := range *funcs {
+			e.f(&m)
+		}
 	}
+	h.mu.Lock()
 	for s := range h.subs {
 		if s.needConnected && !h.trySendConnected(s) {
 			h.dropped.Add(1)

@@ -219,7 +219,15 @@ func (cn *restConn) roundTrip(ctx context.Context, host, method, requestURI, aut
 	if err != nil {
 		return reply{}, false, true, err
 	}
-	defer resp.Body.Close()
+	defer func() {
+		if err != nil {
+			// Body.Close reads the rest of a body with a length or chunks
+			// (up to the deadline): a failed reply's connection is not
+			// reused, so close it first and nothing is drained.
+			cn.c.Close()
+		}
+		resp.Body.Close()
+	}()
 	var body []byte
 	switch n := resp.ContentLength; {
 	case n == 0: // a PUT's 204: nothing to read or allocate

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -205,5 +206,64 @@ func TestRestPoolDropsConnOfLateCancel(t *testing.T) {
 	}
 	if n := requests.Load(); n != 2 {
 		t.Fatalf("server saw %d requests for 2 calls; want 2 (the second was sent twice)", n)
+	}
+}
+
+// TestRestPoolDropsOversizedReply: a reply larger than maxReply fails the
+// call and the connection is closed at once, not drained to the end of
+// the body first (which net/http's Body.Close would do).
+func TestRestPoolDropsOversizedReply(t *testing.T) {
+	const huge = 4 * maxReply
+	data := make([]byte, 64<<10)
+	chunk := append(append([]byte("10000\r\n"), data...), "\r\n"...)
+	for _, tc := range []struct {
+		name, header string
+		piece        []byte
+	}{
+		{"content-length", "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(huge) + "\r\n\r\n", data},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", chunk},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			written := make(chan int, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					written <- -1
+					return
+				}
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					written <- -1
+					return
+				}
+				n, _ := c.Write([]byte(tc.header))
+				for n < huge {
+					m, err := c.Write(tc.piece)
+					n += m
+					if err != nil {
+						break
+					}
+				}
+				written <- n
+			}()
+			p, err := newRestPool("http://"+ln.Addr().String()+"/ari", time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.close()
+			if _, err := p.call(context.Background(), http.MethodGet, "/ari/big", "Basic x"); err == nil {
+				t.Fatal("a reply larger than maxReply was accepted")
+			}
+			// The client read at most maxReply+1 bytes of body; what the
+			// server got out beyond that fits in the sockets' buffers.
+			if n := <-written; n < 0 || n > maxReply+16<<20 {
+				t.Fatalf("server wrote %d bytes before the connection closed; want at most %d", n, maxReply+16<<20)
+			}
+		})
 	}
 }

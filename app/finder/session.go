@@ -214,8 +214,7 @@ func answer(conn net.Conn, br *bufio.Reader, bw *bufio.Writer, dial, st, reason 
 		return statusHangup
 	}
 	for got := 0; got < n; got++ { // any reply (200, 510, 511, 520) answers one command
-		line, err := br.ReadSlice('\n')
-		if err != nil || bytes.HasPrefix(line, []byte("HANGUP")) {
+		if !readReply(br) {
 			if got >= 2 { // both variables are set; only VERBOSE's reply is missing
 				return st
 			}
@@ -248,8 +247,34 @@ func command(br *bufio.Reader, bw *bufio.Writer, write func()) bool {
 	if bw.Flush() != nil {
 		return false
 	}
+	return readReply(br)
+}
+
+// readReply reads the reply to one command; false when the channel hung up
+// (an unprompted HANGUP line) or the connection failed. A command with bad
+// syntax gets res_agi's usage reply, several lines read as one:
+// "520-Invalid command syntax.  Proper usage follows:", the usage text (any
+// lines, possibly "200 result=..." examples), then "520 End of proper
+// usage." written right after the usage: on its own line, or at the end of
+// the usage's last line when that lacks a newline.
+func readReply(br *bufio.Reader) bool {
 	line, err := br.ReadSlice('\n')
-	return err == nil && !bytes.HasPrefix(line, []byte("HANGUP"))
+	if err != nil || bytes.HasPrefix(line, []byte("HANGUP")) {
+		return false
+	}
+	if !bytes.HasPrefix(line, []byte("520-")) {
+		return true
+	}
+	for {
+		line, err := br.ReadSlice('\n')
+		switch {
+		case err == bufio.ErrBufferFull: // a long usage line: read on
+		case err != nil:
+			return false
+		case bytes.HasPrefix(line, []byte("520 ")) || bytes.Contains(line, []byte("520 End of proper usage.")):
+			return true
+		}
+	}
 }
 
 // writeVerbose writes zaf/agi's Verbose line at level 1.

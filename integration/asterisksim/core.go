@@ -64,6 +64,13 @@ type core struct {
 	extLast    map[string]int        // extension -> last reported extension state
 	calls      map[string]*pjsipCall // Call-ID -> outgoing call of an Originate (calls.go)
 
+	// localCtx is the context of the running simulator (nil while it is
+	// stopped): the Local channels of Originates (originate.go) end with
+	// it, and locals lets a stop wait for them, as an Asterisk that exits
+	// hangs up its channels.
+	localCtx context.Context
+	locals   sync.WaitGroup
+
 	// runAGI runs AGI() for an Originate into E2EContext; restart restarts
 	// the whole simulator (AMI "core restart now"). Set once by Sim.New.
 	runAGI  func(ctx context.Context, appData string, ch agi.Channel, opts ...agi.Option) (*agi.Result, error)
@@ -122,6 +129,39 @@ func (c *core) endpointNames() []string {
 
 // emit sends one event to every subscriber (AMI sessions, security log, ARI).
 func (c *core) emit(e event) { c.hub.emit(e) }
+
+// startLocals lets Originates start Local channels, which end with ctx.
+func (c *core) startLocals(ctx context.Context) {
+	c.mu.Lock()
+	c.localCtx = ctx
+	c.mu.Unlock()
+}
+
+// goLocal runs f(ctx) on its own goroutine, ctx ending with the running
+// simulator; false when the simulator is stopped.
+func (c *core) goLocal(f func(ctx context.Context)) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ctx := c.localCtx
+	if ctx == nil {
+		return false
+	}
+	c.locals.Add(1) // under c.mu: never concurrent with stopLocals' Wait
+	go func() {
+		defer c.locals.Done()
+		f(ctx)
+	}()
+	return true
+}
+
+// stopLocals refuses new Local channels and waits for the running ones,
+// whose context the caller has cancelled.
+func (c *core) stopLocals() {
+	c.mu.Lock()
+	c.localCtx = nil
+	c.mu.Unlock()
+	c.locals.Wait()
+}
 
 // pjsipTID and amiTID are the thread ids shown in NOTICE lines.
 const pjsipTID = 11218

@@ -56,8 +56,9 @@
 //     raises OriginateResponse, runs AGI(${BASE64_DECODE(${E2E_AGI})}) on the
 //     ;2 channel with the Originate's Variable headers as channel variables,
 //     raises AGIExecStart/AGIExecEnd per command and then the UserEvent
-//     DoormanE2E with ID, AGISTATUS, dialStatus and base64 dialString. Any
-//     other channel gets "Originate failed", as before.
+//     DoormanE2E with ID, AGISTATUS, dialStatus and base64 dialString. A
+//     restart or Close hangs the channel up and waits for it. Any other
+//     channel gets "Originate failed", as before.
 //   - Command "core restart now" answers Success and restarts the simulator
 //     (like POST /control/restart); other CLI commands get "No such command".
 //   - Originate with Channel PJSIP/<endpoint> (calls.go) sends an INVITE with

@@ -89,7 +89,7 @@ func (s *amiSession) originate(m *amiMessage) bool {
 		vars:     vars,
 	}
 	ok = s.write(resp(m, "Success", "Originate successfully queued"))
-	go call.run()
+	call.c.goLocal(call.run) // false only while stopping: the AMI connection is going too
 	return ok
 }
 
@@ -110,7 +110,9 @@ func (l *localCall) snapshot(priority string) []kv {
 		{"Exten", E2EExten}, {"Priority", priority}, {"Uniqueid", l.uniqueID}, {"Linkedid", l.uniqueID}}
 }
 
-func (l *localCall) run() {
+// run plays the e2e context until the AGI session ends or ctx (the running
+// simulator's) does.
+func (l *localCall) run(ctx context.Context) {
 	// Answer() on ;2 answers ;1: the Originate is done.
 	l.c.emit(event{ami: originateResponse(l.actionID, true, l.one, "", "", l.app, l.data, reasonAnswered, l.uniqueID)})
 
@@ -120,7 +122,7 @@ func (l *localCall) run() {
 	}
 	ch := agi.Channel{Name: l.two, UniqueID: l.uniqueID, Context: E2EContext, Extension: E2EExten,
 		Priority: "2", State: 6, Vars: l.vars}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	res, err := l.c.runAGI(ctx, appData, ch, agi.WithCommandHook(l.agiEvents))
 	if err != nil {

@@ -1,9 +1,14 @@
 package asterisksim
 
 import (
+	"bufio"
 	"encoding/base64"
+	"io"
+	"net"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestOriginateLocalAGI runs the e2e context through AMI as the end-to-end
@@ -52,4 +57,72 @@ func TestCommandCoreRestart(t *testing.T) {
 	waitFor(t, "the restart to drop the AMI connection", a.closed)
 	b := dialAMI(t, s.AMIAddr())
 	b.waitContains(t, "Asterisk Call Manager", 1)
+}
+
+// TestCloseEndsLocalCall: Close hangs up a Local channel still in its AGI
+// (here in EXEC Wait for an hour) and waits for its goroutine, as an Asterisk
+// that exits ends its channels. Before, the call ran on for up to a minute
+// after Close.
+func TestCloseEndsLocalCall(t *testing.T) {
+	s := startSim(t, testConfig(t))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	waiting := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for { // the environment, up to its empty line
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\n" {
+				break
+			}
+		}
+		if _, err := io.WriteString(c, "EXEC Wait 3600\n"); err != nil {
+			return
+		}
+		close(waiting)
+		_, _ = io.Copy(io.Discard, br) // until the channel's side ends
+	}()
+	a := dialAMI(t, s.AMIAddr())
+	a.send(t, "Action: Login\r\nUsername: aim\r\nSecret: aimsecret\r\n\r\n")
+	a.waitContains(t, "Authentication accepted", 1)
+	appData := base64.StdEncoding.EncodeToString([]byte("agi://" + ln.Addr().String() + "/dialLocal"))
+	a.send(t, "Action: Originate\r\nActionID: o1\r\nChannel: Local/agi@doorman-e2e\r\nApplication: Wait\r\nData: 10\r\n"+
+		"Async: true\r\nVariable: E2E_AGI="+appData+"\r\n\r\n")
+	select {
+	case <-waiting:
+	case <-time.After(10 * time.Second): // a hang guard, not a speed limit
+		t.Fatal("the Local channel's AGI session did not start")
+	}
+	if n := localCallGoroutines(); n != 1 {
+		t.Fatalf("%d Local call goroutines while the call runs, want 1", n)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := localCallGoroutines(); n != 0 {
+		t.Fatalf("%d Local call goroutines after Close, want 0", n)
+	}
+}
+
+// localCallGoroutines counts the goroutines running a Local call.
+func localCallGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "asterisksim.(*localCall).run")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 }

@@ -109,6 +109,7 @@ func (s *Sim) startLocked(ctx context.Context) (err error) {
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.running = true
+	s.core.startLocals(rctx)
 	if s.cfg.SecurityLogPath != "" {
 		f, err := os.OpenFile(s.cfg.SecurityLogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
@@ -215,6 +216,7 @@ func (s *Sim) stopLocked() {
 		s.sip = nil
 	}
 	s.wg.Wait()
+	s.core.stopLocals()
 	for _, u := range s.unsubs {
 		u()
 	}
