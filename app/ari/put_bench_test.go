@@ -3,12 +3,11 @@ package ari_test
 import (
 	"context"
 	"fmt"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/asterisksupport/doorman/app/ari"
 	"github.com/asterisksupport/doorman/app/ari/aritest"
+	"github.com/asterisksupport/doorman/integration/measure"
 )
 
 // BenchmarkSetStasisState: PUTs over real HTTP (keep-alive) to
@@ -27,7 +26,7 @@ func BenchmarkSetStasisState(b *testing.B) {
 		}
 	}()
 	b.SetParallelism(4)
-	cpu0 := cpuSelf()
+	cpu0 := measure.CPUSelf()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
@@ -41,12 +40,5 @@ func BenchmarkSetStasisState(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
 	// Client and server share the process: both count.
-	b.ReportMetric(float64(cpuSelf()-cpu0)/float64(b.N)/1e3, "cpu_µs/put")
-}
-
-// cpuSelf returns this process's user+system CPU time.
-func cpuSelf() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(measure.CPUSelf()-cpu0)/float64(b.N)/1e3, "cpu_µs/put")
 }

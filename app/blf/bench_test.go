@@ -4,13 +4,9 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +14,7 @@ import (
 
 	"github.com/asterisksupport/doorman/app/state/redisstore"
 	"github.com/asterisksupport/doorman/app/state/redistest"
+	"github.com/asterisksupport/doorman/integration/measure"
 )
 
 // hopLog collects the trace of every monitor of a benchmark.
@@ -326,40 +323,17 @@ func benchPropagation(b *testing.B, mkStore func(*testing.B) (func() Store, int)
 		b.Run(tc.name, func(b *testing.B) {
 			log.reset()
 			b.ResetTimer()
-			cpu0, redis0 := cpuSelf(), cpuPid(redisPid)
+			cpu0, redis0 := measure.CPUSelf(), measure.CPUOf(redisPid)
 			start, took, raised := runChanges(b, nodes, log, &seq, b.N, tc.rate)
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/took.Seconds(), "changes/s")
 			// CPU per change, idle work included: the whole test process
 			// (3 monitors, 3 simulated Asterisks, the bench) and Redis.
-			b.ReportMetric(float64(cpuSelf()-cpu0)/float64(b.N)/1e3, "cpu_µs/change")
+			b.ReportMetric(float64(measure.CPUSelf()-cpu0)/float64(b.N)/1e3, "cpu_µs/change")
 			if redisPid != 0 {
-				b.ReportMetric(float64(cpuPid(redisPid)-redis0)/float64(b.N)/1e3, "redis_cpu_µs/change")
+				b.ReportMetric(float64(measure.CPUOf(redisPid)-redis0)/float64(b.N)/1e3, "redis_cpu_µs/change")
 			}
 			report(b, log, start, raised)
 		})
 	}
-}
-
-// cpuSelf returns this process's user+system CPU time.
-func cpuSelf() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// cpuPid returns a process's user+system CPU time from /proc (0 if gone).
-func cpuPid(pid int) time.Duration {
-	if pid == 0 {
-		return 0
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
 }

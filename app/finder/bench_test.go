@@ -16,11 +16,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/asterisksupport/doorman/app/state"
+	"github.com/asterisksupport/doorman/integration/measure"
 )
 
 // benchStore is what the benchmarks need of a store.
@@ -143,9 +143,9 @@ func runClient(b *testing.B, job clientJob) (res clientResult, server, client ti
 		cmd.Env = append(cmd.Env, "GOMAXPROCS="+n)
 	}
 	cmd.Stderr = os.Stderr
-	cpu0 := cpuTime()
+	cpu0 := measure.CPUSelf()
 	out, err := cmd.Output()
-	server = cpuTime() - cpu0
+	server = measure.CPUSelf() - cpu0
 	if err != nil {
 		b.Fatalf("benchmark client: %v\n%s", err, out)
 	}
@@ -334,33 +334,6 @@ func reportFailures(b *testing.B, failed, n int64, first any) {
 	}
 }
 
-// cpuTime is this process's user+system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// procCPU is a process's user+system CPU time from /proc (0 if unknown).
-func procCPU(pid int) time.Duration {
-	if pid <= 0 {
-		return 0
-	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
-	_, rest, _ := bytes.Cut(raw, []byte(") "))
-	f := strings.Fields(string(rest))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
-}
-
 // benchOpenLoop offers sessions at rate per second whatever the server's
 // speed (open loop), and reports latency from each session's scheduled
 // start to its end, so queueing delay counts.
@@ -368,9 +341,9 @@ func benchOpenLoop(b *testing.B, st benchStore, redisPid int, indexed bool, rate
 	addr, report := startBench(b, st, indexed)
 	n := max(b.N, 2*rate) // at least two seconds of load
 	b.ResetTimer()
-	r0 := procCPU(redisPid)
+	r0 := measure.CPUOf(redisPid)
 	res, server, client := runClient(b, clientJob{Addr: addr, N: n, Rate: rate})
-	redis := procCPU(redisPid) - r0
+	redis := measure.CPUOf(redisPid) - r0
 	b.StopTimer()
 	b.ReportMetric(res.P50, "p50_ms")
 	b.ReportMetric(res.P99, "p99_ms")
@@ -385,9 +358,9 @@ func benchOpenLoop(b *testing.B, st benchStore, redisPid int, indexed bool, rate
 func benchPeak(b *testing.B, st benchStore, redisPid int, indexed bool, clients int) {
 	addr, report := startBench(b, st, indexed)
 	b.ResetTimer()
-	r0 := procCPU(redisPid)
+	r0 := measure.CPUOf(redisPid)
 	res, server, client := runClient(b, clientJob{Addr: addr, N: b.N, Clients: clients})
-	redis := procCPU(redisPid) - r0
+	redis := measure.CPUOf(redisPid) - r0
 	b.StopTimer()
 	reportRun(b, b.N, res, server, client, redis)
 	report()

@@ -4,13 +4,13 @@ import (
 	"context"
 	"net/netip"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/asterisksupport/doorman/firewall"
 	"github.com/asterisksupport/doorman/firewall/fwtest"
 	"github.com/asterisksupport/doorman/firewall/netnstest"
+	"github.com/asterisksupport/doorman/integration/measure"
 )
 
 // BenchmarkAddFlood adds batches of 1,000 fresh temporary bans (a flood of
@@ -33,12 +33,12 @@ func BenchmarkAddFlood(b *testing.B) {
 		if i+batch > len(all) {
 			i = 0 // re-adding refreshes: still one batch of work
 		}
-		start, cpu0 := time.Now(), rusage()
+		start, cpu0 := time.Now(), measure.CPUSelf()
 		if err := f.Add(ctx, all[i:i+batch]); err != nil {
 			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(start))
-		spent += rusage() - cpu0
+		spent += measure.CPUSelf() - cpu0
 		added += batch
 		i += batch
 	}
@@ -47,12 +47,6 @@ func BenchmarkAddFlood(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms/batch")
 	b.ReportMetric(spent.Seconds()/float64(added)*10_000, "cpu_s/10k_bans")
 	b.ReportMetric(0, "ns/op")
-}
-
-func rusage() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestLargeAddsWithoutRead checks the large-add path both ways: fresh

@@ -3,22 +3,13 @@ package embedded_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/asterisksupport/doorman/app/state"
 	"github.com/asterisksupport/doorman/app/state/embedded"
+	"github.com/asterisksupport/doorman/integration/measure"
 )
-
-func percentiles(b *testing.B, ds []time.Duration) {
-	slices.Sort(ds)
-	at := func(q float64) float64 {
-		return float64(ds[min(len(ds)-1, int(q*float64(len(ds))))]) / float64(time.Microsecond)
-	}
-	b.ReportMetric(at(0.50), "p50-µs")
-	b.ReportMetric(at(0.99), "p99-µs")
-}
 
 func BenchmarkIncr(b *testing.B) {
 	s, err := embedded.Open("", nil)
@@ -59,7 +50,7 @@ func BenchmarkDeviceStateDelivery(b *testing.B) {
 		<-w
 		ds = append(ds, time.Since(t0))
 	}
-	percentiles(b, ds)
+	measure.Report(b, ds, time.Microsecond)
 }
 
 // BenchmarkLookupAOR: 100,000 registrations across 10 servers, kept in the
@@ -101,6 +92,6 @@ func BenchmarkLookupAOR(b *testing.B) {
 				b.Fatalf("LookupAOR %s = %d, %v", aor, len(regs), err)
 			}
 		}
-		percentiles(b, ds)
+		measure.Report(b, ds, time.Microsecond)
 	})
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/asterisksupport/doorman/app/state"
 	"github.com/asterisksupport/doorman/app/state/redistest"
+	"github.com/asterisksupport/doorman/integration/measure"
 )
 
 // BenchmarkBanFlood writes what a flood of new attackers makes an agent
@@ -42,7 +43,7 @@ func BenchmarkBanFlood(b *testing.B) {
 			}
 			var spent, wall time.Duration
 			for b.Loop() {
-				cpu0, t0 := cpuSelf(), time.Now()
+				cpu0, t0 := measure.CPUSelf(), time.Now()
 				for i := 0; i < n; i += batch {
 					j := min(i+batch, n)
 					if batch == 1 {
@@ -67,7 +68,7 @@ func BenchmarkBanFlood(b *testing.B) {
 						b.Fatal("feed stalled")
 					}
 				}
-				spent += cpuSelf() - cpu0
+				spent += measure.CPUSelf() - cpu0
 				wall += time.Since(t0)
 			}
 			b.ReportMetric(spent.Seconds()/float64(b.N), "cpu-s/10k-bans")

@@ -5,53 +5,16 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/asterisksupport/doorman/app/state"
 	"github.com/asterisksupport/doorman/app/state/redisstore"
 	"github.com/asterisksupport/doorman/app/state/redistest"
+	"github.com/asterisksupport/doorman/integration/measure"
 )
-
-// cpuSelf returns this process's user+system CPU time.
-func cpuSelf() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// cpuPid returns a process's user+system CPU time from /proc.
-func cpuPid(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
-}
-
-// percentiles reports p50 and p99 of ds in microseconds.
-func percentiles(b *testing.B, ds []time.Duration) {
-	if len(ds) == 0 {
-		return
-	}
-	slices.Sort(ds)
-	at := func(q float64) float64 {
-		return float64(ds[min(len(ds)-1, int(q*float64(len(ds))))]) / float64(time.Microsecond)
-	}
-	b.ReportMetric(at(0.50), "p50-µs")
-	b.ReportMetric(at(0.99), "p99-µs")
-	b.ReportMetric(float64(ds[len(ds)-1])/float64(time.Microsecond), "max-µs")
-}
 
 func benchStore(b *testing.B, srv *redistest.Server) *redisstore.Store {
 	return open(b, redisstore.Config{Addrs: []string{srv.Addr}})
@@ -66,7 +29,7 @@ func BenchmarkIncr(b *testing.B) {
 	var n sync.Mutex
 	key := 0
 	b.ResetTimer()
-	c0, r0, t0 := cpuSelf(), cpuPid(srv.Pid()), time.Now()
+	c0, r0, t0 := measure.CPUSelf(), measure.CPUOf(srv.Pid()), time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		n.Lock()
 		key++
@@ -82,8 +45,8 @@ func BenchmarkIncr(b *testing.B) {
 	el := time.Since(t0)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/el.Seconds(), "ops/s")
-	b.ReportMetric(float64(cpuSelf()-c0)/float64(b.N)/1e3, "client-cpu-µs/op")
-	b.ReportMetric(float64(cpuPid(srv.Pid())-r0)/float64(b.N)/1e3, "redis-cpu-µs/op")
+	b.ReportMetric(float64(measure.CPUSelf()-c0)/float64(b.N)/1e3, "client-cpu-µs/op")
+	b.ReportMetric(float64(measure.CPUOf(srv.Pid())-r0)/float64(b.N)/1e3, "redis-cpu-µs/op")
 }
 
 // BenchmarkDeviceStateDelivery: time from the start of PutDeviceState on one
@@ -117,7 +80,7 @@ func BenchmarkDeviceStateDelivery(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	percentiles(b, ds)
+	measure.Report(b, ds, time.Microsecond)
 }
 
 // BenchmarkLookupAOR: 100,000 registrations across 10 servers (50,000
@@ -150,10 +113,10 @@ func BenchmarkLookupAOR(b *testing.B) {
 	b.Logf("loaded %d registrations in %v", servers*perServer, time.Since(t0))
 	b.Run("serial", func(b *testing.B) {
 		ds := make([]time.Duration, 0, b.N)
-		c0, r0 := cpuSelf(), cpuPid(srv.Pid())
+		c0, r0 := measure.CPUSelf(), measure.CPUOf(srv.Pid())
 		defer func() {
-			b.ReportMetric(float64(cpuSelf()-c0)/float64(b.N)/1e3, "client-cpu-µs/op")
-			b.ReportMetric(float64(cpuPid(srv.Pid())-r0)/float64(b.N)/1e3, "redis-cpu-µs/op")
+			b.ReportMetric(float64(measure.CPUSelf()-c0)/float64(b.N)/1e3, "client-cpu-µs/op")
+			b.ReportMetric(float64(measure.CPUOf(srv.Pid())-r0)/float64(b.N)/1e3, "redis-cpu-µs/op")
 		}()
 		for i := range b.N {
 			aor := fmt.Sprintf("%05d", (i*7919)%aors)
@@ -164,7 +127,7 @@ func BenchmarkLookupAOR(b *testing.B) {
 				b.Fatalf("LookupAOR %s = %d, %v", aor, len(regs), err)
 			}
 		}
-		percentiles(b, ds)
+		measure.Report(b, ds, time.Microsecond)
 	})
 	b.Run("parallel", func(b *testing.B) {
 		var mu sync.Mutex
@@ -188,7 +151,7 @@ func BenchmarkLookupAOR(b *testing.B) {
 			mu.Unlock()
 		})
 		b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "lookups/s")
-		percentiles(b, all)
+		measure.Report(b, all, time.Microsecond)
 	})
 	// Open loop at the finder's target rate: request i is due at
 	// start + i*100µs, and its latency counts from then (queueing included).
@@ -227,7 +190,7 @@ func BenchmarkLookupAOR(b *testing.B) {
 		close(due)
 		wg.Wait()
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "lookups/s")
-		percentiles(b, all)
+		measure.Report(b, all, time.Microsecond)
 	})
 }
 

@@ -2,9 +2,10 @@ package agi
 
 import (
 	"context"
-	"slices"
 	"testing"
 	"time"
+
+	"github.com/asterisksupport/doorman/integration/measure"
 )
 
 // BenchmarkSession measures whole AGI() calls (connect, environment,
@@ -20,17 +21,5 @@ func BenchmarkSession(b *testing.B) {
 		}
 		lat = append(lat, time.Since(start))
 	}
-	reportPercentiles(b, lat)
-}
-
-func reportPercentiles(b *testing.B, lat []time.Duration) {
-	if len(lat) == 0 {
-		return
-	}
-	slices.Sort(lat)
-	ms := func(p float64) float64 {
-		return float64(lat[int(p*float64(len(lat)-1))]) / float64(time.Millisecond)
-	}
-	b.ReportMetric(ms(0.50), "p50-ms")
-	b.ReportMetric(ms(0.99), "p99-ms")
+	measure.Report(b, lat, time.Millisecond)
 }

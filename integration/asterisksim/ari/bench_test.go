@@ -1,9 +1,10 @@
 package ari
 
 import (
-	"slices"
 	"testing"
 	"time"
+
+	"github.com/asterisksupport/doorman/integration/measure"
 )
 
 // BenchmarkEventDelivery measures a core event's trip to a subscribed
@@ -20,7 +21,7 @@ func BenchmarkEventDelivery(b *testing.B) {
 		}
 		lat = append(lat, time.Since(start))
 	}
-	reportPercentiles(b, lat)
+	measure.Report(b, lat, time.Millisecond)
 }
 
 // BenchmarkStasisPutEcho measures PUT /deviceStates/Stasis:X until its
@@ -45,19 +46,7 @@ func BenchmarkStasisPutEcho(b *testing.B) {
 		lat = append(lat, time.Since(start))
 		i++
 	}
-	reportPercentiles(b, lat)
+	measure.Report(b, lat, time.Millisecond)
 }
 
 func newBenchServer(b *testing.B) *testServer { return newTestServerQueue(b, queueSize) }
-
-func reportPercentiles(b *testing.B, lat []time.Duration) {
-	if len(lat) == 0 {
-		return
-	}
-	slices.Sort(lat)
-	ms := func(p float64) float64 {
-		return float64(lat[int(p*float64(len(lat)-1))]) / float64(time.Millisecond)
-	}
-	b.ReportMetric(ms(0.50), "p50-ms")
-	b.ReportMetric(ms(0.99), "p99-ms")
-}
