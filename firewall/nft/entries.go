@@ -138,6 +138,10 @@ func (f *Firewall) Add(ctx context.Context, entries []firewall.Entry) error {
 // elements, and a restore into an empty set then needs a third of the work.
 const dumpAbove = 256
 
+// maxKnown bounds f.known per set (about 40 MB of map at most): it only
+// grows between reads, by every key ever added.
+const maxKnown = 1 << 20
+
 // present returns the keys the set may hold now, or nil (meaning "assume
 // every key may be present"). It reads the set only when that can pay:
 // for a large batch into a set that may be small. A dump costs in
@@ -154,14 +158,19 @@ const dumpAbove = 256
 // from one large Add to the next, so every page is written as plain adds.
 // Keys only leave a set (timeouts, deletes) behind doorman's back, so this
 // stays a superset of what the set holds while doorman is its only writer.
-// A small batch (a live ban) ends it.
+// Live bans use it too: a fresh attacker's address is not in it, so its ban
+// is one plain add instead of add-delete-add (a third of the kernel work of
+// a ban). Past maxKnown keys it is dropped, and every write assumes
+// presence again until the next read.
 func (f *Firewall) present(s *nftables.Set, batch int) (map[netip.Addr]bool, error) {
-	if batch < dumpAbove {
-		delete(f.known, s.Name)
-		return nil, nil
-	}
 	if k := f.known[s.Name]; k != nil {
-		return k, nil
+		if len(k) <= maxKnown {
+			return k, nil
+		}
+		delete(f.known, s.Name)
+	}
+	if batch < dumpAbove {
+		return nil, nil
 	}
 	if b, ok := f.bound[s.Name]; ok && b > 2*batch {
 		return nil, nil
