@@ -3,27 +3,17 @@ package ami
 import (
 	"bytes"
 	"errors"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// cpuTime is the process's user+system CPU time. The benchmarks report
-// events per CPU-second besides events per wall-second, because the build
-// machine is shared and wall time there says little.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+	"github.com/asterisksupport/doorman/integration/measure"
+)
 
 // report adds events/s (wall) and events/cpu-s from a cpuTime taken before
 // the loop.
 func report(b *testing.B, cpu0 time.Duration) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	if cpu := cpuTime(b) - cpu0; cpu > 0 {
+	if cpu := measure.CPUSelf() - cpu0; cpu > 0 {
 		b.ReportMetric(float64(b.N)/cpu.Seconds(), "events/cpu-s")
 	}
 }
@@ -66,7 +56,7 @@ func BenchmarkParse(b *testing.B) {
 	p := NewParser(&repeatReader{body: body}, ParserLimits{})
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body) / n))
-	cpu0 := cpuTime(b)
+	cpu0 := measure.CPUSelf()
 	for b.Loop() {
 		var m Message
 		if err := p.Next(&m); err != nil {
@@ -82,7 +72,7 @@ func BenchmarkParseSecurityEvent(b *testing.B) {
 	body, _ := securityBody(b)
 	p := NewParser(&repeatReader{body: body}, ParserLimits{})
 	b.ReportAllocs()
-	cpu0 := cpuTime(b)
+	cpu0 := measure.CPUSelf()
 	for b.Loop() {
 		var m Message
 		if err := p.Next(&m); err != nil {
@@ -122,7 +112,7 @@ func BenchmarkClientEvents(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body) / n))
-	cpu0 := cpuTime(b)
+	cpu0 := measure.CPUSelf()
 	for b.Loop() {
 		<-events
 	}

@@ -6,12 +6,12 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/asterisksupport/doorman/app/ami"
 	"github.com/asterisksupport/doorman/app/state"
+	"github.com/asterisksupport/doorman/integration/measure"
 )
 
 // attackEvents returns n failed attempts as Asterisk 22 raises them for an
@@ -68,12 +68,6 @@ func startBench(b *testing.B, batch bool) *benchRun {
 
 func (r *benchRun) stop() { r.cancel(); <-r.stopped }
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func (r *benchRun) report(b *testing.B, events, attempts int, wall, cpu time.Duration) {
 	r.mu.Lock()
 	lat := slices.Clone(r.lat)
@@ -126,12 +120,12 @@ func BenchmarkHandle(b *testing.B) {
 			r.mu.Unlock()
 			attempts *= 2 // waitApplied counts the warm-up's bans too
 			b.ResetTimer()
-			cpu0, t0 := cpuTime(), time.Now()
+			cpu0, t0 := measure.CPUSelf(), time.Now()
 			for _, ev := range evs {
 				r.m.Handle(ev)
 			}
 			r.waitApplied(b, attempts)
-			wall, cpu := time.Since(t0), cpuTime()-cpu0
+			wall, cpu := time.Since(t0), measure.CPUSelf()-cpu0
 			b.StopTimer()
 			r.report(b, len(evs), attempts/2, wall, cpu)
 		})
@@ -148,7 +142,7 @@ func BenchmarkHandlePaced(b *testing.B) {
 	r := startBench(b, true)
 	defer r.stop()
 	b.ResetTimer()
-	cpu0, t0 := cpuTime(), time.Now()
+	cpu0, t0 := measure.CPUSelf(), time.Now()
 	for i := 0; i < len(evs); i += perTick {
 		for _, ev := range evs[i:min(i+perTick, len(evs))] {
 			r.m.Handle(ev)
@@ -157,7 +151,7 @@ func BenchmarkHandlePaced(b *testing.B) {
 		time.Sleep(time.Until(next))
 	}
 	r.waitApplied(b, attempts)
-	wall, cpu := time.Since(t0), cpuTime()-cpu0
+	wall, cpu := time.Since(t0), measure.CPUSelf()-cpu0
 	b.StopTimer()
 	r.report(b, len(evs), attempts, wall, cpu)
 }

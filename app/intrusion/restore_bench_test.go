@@ -13,6 +13,7 @@ import (
 	"github.com/asterisksupport/doorman/firewall/ipset"
 	"github.com/asterisksupport/doorman/firewall/netnstest"
 	"github.com/asterisksupport/doorman/firewall/nft"
+	"github.com/asterisksupport/doorman/integration/measure"
 )
 
 // BenchmarkRestore times a monitor's start on an empty kernel with 100,000
@@ -56,13 +57,13 @@ func BenchmarkRestore(b *testing.B) {
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan struct{})
 				b.StartTimer()
-				t0, c0 := time.Now(), cpuTime()
+				t0, c0 := time.Now(), measure.CPUSelf()
 				go func() { _ = m.Run(ctx); close(done) }()
 				for !m.Ready() || cf.added.Load() < n {
 					time.Sleep(100 * time.Microsecond)
 				}
 				wall += time.Since(t0)
-				cpu += cpuTime() - c0
+				cpu += measure.CPUSelf() - c0
 				b.StopTimer()
 				// A dump right after a large insert can repeat and miss
 				// elements while the kernel resizes its hash table (the

@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/asterisksupport/doorman/firewall"
 	"github.com/asterisksupport/doorman/firewall/netnstest"
+	"github.com/asterisksupport/doorman/integration/measure"
 )
 
 // NewB is New for benchmarks.
@@ -48,14 +47,14 @@ func BenchRestorePages(b *testing.B, newFW NewB, n, page int) {
 		b.StopTimer()
 		f := newFW(b, netnstest.New(b))
 		b.StartTimer()
-		start, cpu0 := time.Now(), cpu(b)
+		start, cpu0 := time.Now(), measure.CPUSelf()
 		for p := range slices.Chunk(es, page) {
 			if err := f.Add(ctx, p); err != nil {
 				b.Fatal(err)
 			}
 		}
 		total += time.Since(start)
-		spent += cpu(b) - cpu0
+		spent += measure.CPUSelf() - cpu0
 		b.StopTimer()
 		got, err := f.List(ctx)
 		if err != nil || len(got) != n {
@@ -81,7 +80,7 @@ func BenchAddLatency(b *testing.B, newFW NewB, prefill int) {
 	const adds = 10_000
 	es := Entries(prefill+adds, time.Hour)[prefill:]
 	var lat []time.Duration
-	before := cpu(b)
+	before := measure.CPUSelf()
 	for b.Loop() {
 		lat = lat[:0]
 		for i := range adds {
@@ -92,18 +91,10 @@ func BenchAddLatency(b *testing.B, newFW NewB, prefill int) {
 			lat = append(lat, time.Since(start))
 		}
 	}
-	spent := cpu(b) - before
+	spent := measure.CPUSelf() - before
 	slices.Sort(lat)
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	b.ReportMetric(ms(lat[len(lat)/2]), "p50_ms")
 	b.ReportMetric(ms(lat[len(lat)*99/100]), "p99_ms")
 	b.ReportMetric(ms(spent)/float64(b.N), "cpu_ms/10k_adds")
-}
-
-func cpu(b *testing.B) time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

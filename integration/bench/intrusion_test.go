@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/asterisksupport/doorman/integration/harness"
+	"github.com/asterisksupport/doorman/integration/measure"
 )
 
 // result is one row of the comparison table.
@@ -61,12 +61,12 @@ func BenchmarkIntrusionMonitor(b *testing.B) {
 	f2bLat := r.latency(f2bSet, r.f2b, netip.MustParseAddr("198.18.65.1"), 100, 5, 100*time.Millisecond)
 	f2bSet.stopTrack()
 	add(
-		result{"ban latency p50 (ms), triggering 401 -> kernel set", ms(pct(dmLat, 50)), ms(pct(f2bLat, 50)), "", "191 ms (median)"},
-		result{"ban latency p99 (ms)", ms(pct(dmLat, 99)), ms(pct(f2bLat, 99)), "< 5 ms", ""})
-	b.ReportMetric(pct(dmLat, 50).Seconds()*1000, "doorman-ban-p50-ms")
-	b.ReportMetric(pct(dmLat, 99).Seconds()*1000, "doorman-ban-p99-ms")
-	b.ReportMetric(pct(f2bLat, 50).Seconds()*1000, "fail2ban-ban-p50-ms")
-	b.ReportMetric(pct(f2bLat, 99).Seconds()*1000, "fail2ban-ban-p99-ms")
+		result{"ban latency p50 (ms), triggering 401 -> kernel set", ms(measure.Percentile(dmLat, 50)), ms(measure.Percentile(f2bLat, 50)), "", "191 ms (median)"},
+		result{"ban latency p99 (ms)", ms(measure.Percentile(dmLat, 99)), ms(measure.Percentile(f2bLat, 99)), "< 5 ms", ""})
+	b.ReportMetric(measure.Percentile(dmLat, 50).Seconds()*1000, "doorman-ban-p50-ms")
+	b.ReportMetric(measure.Percentile(dmLat, 99).Seconds()*1000, "doorman-ban-p99-ms")
+	b.ReportMetric(measure.Percentile(f2bLat, 50).Seconds()*1000, "fail2ban-ban-p50-ms")
+	b.ReportMetric(measure.Percentile(f2bLat, 99).Seconds()*1000, "fail2ban-ban-p99-ms")
 
 	// (b) attempts answered after the threshold-th failure, one fast attacker.
 	dm1 := r.beyond(r.dm, netip.MustParseAddr("198.18.66.1"), 1, true, 15*time.Second)
@@ -415,16 +415,6 @@ func (r *rig) eventRate() (int, string) {
 	return best, note
 }
 
-func pct(d []time.Duration, p int) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return s[max(0, min(len(s)-1, i-1))]
-}
-
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()*1000) }
 
 func table(rows []result) string {
@@ -489,7 +479,7 @@ func BenchmarkIntrusionLatency(b *testing.B) {
 	r.startAgent(5)
 	beyond := r.beyond(r.dm, netip.MustParseAddr("198.18.66.3"), 5, true, 15*time.Second)
 	b.StopTimer()
-	fmt.Printf("\ndoorman ban latency p50 %s ms, p99 %s ms; answers beyond threshold 5: %s\n", ms(pct(lat, 50)), ms(pct(lat, 99)), beyond)
-	b.ReportMetric(pct(lat, 50).Seconds()*1000, "p50-ms")
-	b.ReportMetric(pct(lat, 99).Seconds()*1000, "p99-ms")
+	fmt.Printf("\ndoorman ban latency p50 %s ms, p99 %s ms; answers beyond threshold 5: %s\n", ms(measure.Percentile(lat, 50)), ms(measure.Percentile(lat, 99)), beyond)
+	b.ReportMetric(measure.Percentile(lat, 50).Seconds()*1000, "p50-ms")
+	b.ReportMetric(measure.Percentile(lat, 99).Seconds()*1000, "p99-ms")
 }
