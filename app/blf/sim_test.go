@@ -26,6 +26,10 @@ type simAsterisk struct {
 
 	h   atomic.Pointer[simari.Handler]
 	srv *httptest.Server
+
+	// applied, if set (benchmarks), sees each Stasis: state as the
+	// simulated core stores it: where a change's clock stops.
+	applied func(name, state string, at time.Time)
 }
 
 func newSimAsterisk(t testing.TB, id string) *simAsterisk {
@@ -83,6 +87,9 @@ func (a *simAsterisk) SetStasisState(name, state string) error {
 	a.mu.Lock()
 	a.states[name] = state
 	a.mu.Unlock()
+	if a.applied != nil {
+		a.applied(name, state, time.Now())
+	}
 	a.notify(name, state)
 	return nil
 }
