@@ -25,7 +25,9 @@ func TestSentinelFailover(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		info, _ := mc.Info(ctx, "replication").Result()
-		if strings.Contains(info, "connected_slaves:1") {
+		// Connected is not enough: WAIT counts only a replica past its
+		// initial sync (state=online).
+		if strings.Contains(info, "connected_slaves:1") && strings.Contains(info, "state=online") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -49,7 +51,7 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("got %+v", e)
 	}
 	// Replication is asynchronous: make sure the replica has the ban.
-	if n, err := mc.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+	if n, err := mc.Do(ctx, "WAIT", 1, 15000).Int(); err != nil || n != 1 {
 		t.Fatalf("WAIT = %d, %v", n, err)
 	}
 	master.Stop()
