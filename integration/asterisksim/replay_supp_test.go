@@ -238,6 +238,9 @@ func TestReplayRegisterTCP(t *testing.T) {
 			t.Errorf("response %d differs at %s", i+1, d)
 		}
 	}
+	// The events reach the listener's queue after the replies: its last
+	// one must be there before the Logoff ends the session.
+	listener.waitContains(t, "ContactStatus: Removed", 1)
 	listener.send(t, "Action: Logoff\r\nActionID: listener-logoff\r\n\r\n")
 	waitFor(t, "listener closed", listener.closed)
 	sameMessages(t, "listener events", readTranscript(t, dir+"ami-events.txt"), listener.text())
