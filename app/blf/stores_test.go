@@ -58,6 +58,15 @@ func clusterOn(t *testing.T, open func() Store, names ...string) (Store, map[str
 			first = s
 		}
 		nodes[name] = startNode(t, s, name, testConfig())
+		// Start the next one only once this one's first heartbeat is
+		// stored: a server whose states arrive before it counts as live
+		// gets UNAVAILABLE written for a moment, which tests that count
+		// writes would see.
+		eventually(t, name+"'s first heartbeat", func() bool {
+			live, err := s.Servers(context.Background())
+			_, ok := live[name]
+			return err == nil && ok
+		})
 	}
 	return first, nodes
 }
