@@ -138,6 +138,9 @@ func runClient(b *testing.B, job clientJob) (res clientResult, server, client ti
 		args = append(args, "-test.cpuprofile="+prof)
 	}
 	cmd := exec.Command(os.Args[0], args...)
+	if cpus := os.Getenv(benchClientEnv + "_CPUS"); cpus != "" { // the client on its own core(s), as on another machine
+		cmd = exec.Command("taskset", append([]string{"-c", cpus, os.Args[0]}, args...)...)
+	}
 	cmd.Env = append(os.Environ(), benchClientEnv+"="+string(spec))
 	if n := os.Getenv(benchClientEnv + "_GOMAXPROCS"); n != "" { // the client's own, apart from the server's
 		cmd.Env = append(cmd.Env, "GOMAXPROCS="+n)
