@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,98 +14,14 @@ import (
 	simari "github.com/asterisksupport/doorman/integration/asterisksim/ari"
 )
 
-// simBackend is a tiny simulated core for the simulator's ARI handler:
-// real devices, astdb-like Stasis: states, and an event feed.
-type simBackend struct {
-	mu      sync.Mutex
-	devices map[string]string
-	stasis  map[string]string
-	subs    map[int]func(simari.Event)
-	next    int
-}
-
-func newSimBackend() *simBackend {
-	return &simBackend{devices: map[string]string{"PJSIP/1001": "UNAVAILABLE"}, stasis: map[string]string{},
-		subs: map[int]func(simari.Event){}}
-}
-
-func (b *simBackend) Info() simari.Info {
+// newSimBackend is a tiny simulated core for the simulator's ARI handler,
+// with one phone, PJSIP/1001.
+func newSimBackend() *simari.Core {
 	t := time.Date(2026, 11, 25, 11, 26, 23, 0, time.UTC)
-	return simari.Info{SystemName: "aim-a", EntityID: "02:00:00:00:00:0a", Version: "GIT-22-69535d4837", Started: t, Reloaded: t}
-}
-
-func (b *simBackend) Endpoints() []simari.Endpoint {
-	return []simari.Endpoint{{Technology: "PJSIP", Resource: "1001", State: "offline", ChannelIDs: []string{}}}
-}
-
-func (b *simBackend) DeviceState(name string) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if st, ok := b.stasis[name]; ok {
-		return st
-	}
-	if strings.HasPrefix(name, "Stasis:") {
-		return "UNKNOWN"
-	}
-	if st, ok := b.devices[name]; ok {
-		return st
-	}
-	return "INVALID"
-}
-
-func (b *simBackend) StasisStates() map[string]string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	m := make(map[string]string, len(b.stasis))
-	for k, v := range b.stasis {
-		m[k] = v
-	}
-	return m
-}
-
-func (b *simBackend) SetStasisState(name, state string) error {
-	b.mu.Lock()
-	b.stasis[name] = state
-	b.mu.Unlock()
-	b.raise(name, state)
-	return nil
-}
-
-func (b *simBackend) DeleteStasisState(name string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.stasis, name)
-	return nil
-}
-
-func (b *simBackend) Subscribe(fn func(simari.Event)) func() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	id := b.next
-	b.next++
-	b.subs[id] = fn
-	return func() {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		delete(b.subs, id)
-	}
-}
-
-// raise sends a DeviceStateChanged to every subscriber; a real device's
-// state is remembered.
-func (b *simBackend) raise(device, state string) {
-	b.mu.Lock()
-	if !strings.HasPrefix(device, "Stasis:") {
-		b.devices[device] = state
-	}
-	subs := make([]func(simari.Event), 0, len(b.subs))
-	for _, fn := range b.subs {
-		subs = append(subs, fn)
-	}
-	b.mu.Unlock()
-	for _, fn := range subs {
-		fn(simari.Event{Kind: "DeviceStateChanged", Time: time.Now(), Device: device, State: state})
-	}
+	c := simari.NewCore(simari.Info{SystemName: "aim-a", EntityID: "02:00:00:00:00:0a", Version: "GIT-22-69535d4837", Started: t, Reloaded: t},
+		[]simari.Endpoint{{Technology: "PJSIP", Resource: "1001", State: "offline"}})
+	c.Raise("PJSIP/1001", "UNAVAILABLE") // no subscriber yet: only sets it
+	return c
 }
 
 // TestNativeAgainstSimulator drives ari.NewNative against the simulator's
@@ -126,7 +41,7 @@ func TestNativeAgainstSimulator(t *testing.T) {
 	ctx := context.Background()
 
 	// The explicit deviceState: subscription is what brings real devices in.
-	be.raise("PJSIP/1001", "NOT_INUSE")
+	be.Raise("PJSIP/1001", "NOT_INUSE")
 	if ev := nextEvent(t, n); ev.Device != "PJSIP/1001" || ev.State != "NOT_INUSE" || ev.Node != "02:00:00:00:00:0a" || ev.Time.IsZero() {
 		t.Fatalf("event %+v", ev)
 	}
@@ -150,11 +65,9 @@ func TestNativeAgainstSimulator(t *testing.T) {
 	old := cur.Load()
 	cur.Store(simari.New(be, users, nil))
 	old.Close()
-	be.mu.Lock()
-	be.stasis["Stasis:1001"] = "BUSY"
-	be.mu.Unlock()
+	be.Seed(map[string]string{"Stasis:1001": "BUSY"})
 	waitSignal(t, n.Connected(), "reconnected")
-	be.raise("PJSIP/1001", "INUSE")
+	be.Raise("PJSIP/1001", "INUSE")
 	if ev := nextEvent(t, n); ev.Device != "PJSIP/1001" || ev.State != "INUSE" {
 		t.Fatalf("event after reconnect %+v", ev)
 	}

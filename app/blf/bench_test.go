@@ -91,7 +91,7 @@ func benchCluster(b *testing.B, open func() Store, dial func(*node)) ([]*node, *
 			n.mon.trace = log.add
 			n.ast().seed(astdb)
 			if sim, ok := n.asterisk.(*simAsterisk); ok {
-				sim.applied = func(name, state string, at time.Time) {
+				sim.Applied = func(name, state string, at time.Time) {
 					log.add(hop{Server: n.name, Stage: "applied", Name: name, State: state, At: at})
 				}
 			}
