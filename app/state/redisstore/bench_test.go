@@ -2,7 +2,6 @@ package redisstore_test
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"github.com/asterisksupport/doorman/app/state"
 	"github.com/asterisksupport/doorman/app/state/redisstore"
 	"github.com/asterisksupport/doorman/app/state/redistest"
+	"github.com/asterisksupport/doorman/app/state/statetest"
 	"github.com/asterisksupport/doorman/integration/measure"
 )
 
@@ -91,42 +91,12 @@ func BenchmarkLookupAOR(b *testing.B) {
 	s := benchStore(b, srv)
 	ctx := context.Background()
 	const servers, perServer, aors = 10, 10000, 50000
-	t0 := time.Now()
-	for si := range servers {
-		srvName := fmt.Sprintf("pbx%02d", si)
-		if err := s.Heartbeat(ctx, srvName, time.Hour); err != nil {
-			b.Fatal(err)
-		}
-		regs := make([]state.Registration, perServer)
-		for i := range regs {
-			n := si*perServer + i
-			aor := fmt.Sprintf("%05d", n%aors)
-			regs[i] = state.Registration{Server: srvName, ServerAddr: "10.0.0.1:5060", Endpoint: aor, AOR: aor,
-				Contact: fmt.Sprintf("sip:%s@192.0.2.%d:5060;transport=udp", aor, n%250),
-				Source:  "192.0.2.1:5060", UserAgent: "Bench Phone 1.0",
-				Expires: time.Now().Add(time.Hour), Updated: time.Now()}
-		}
-		if err := s.ReplaceRegistrations(ctx, srvName, regs); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.Logf("loaded %d registrations in %v", servers*perServer, time.Since(t0))
+	statetest.LoadRegistrations(b, s, servers, perServer, aors)
 	b.Run("serial", func(b *testing.B) {
-		ds := make([]time.Duration, 0, b.N)
 		c0, r0 := measure.CPUSelf(), measure.CPUOf(srv.Pid())
-		defer func() {
-			b.ReportMetric(float64(measure.CPUSelf()-c0)/float64(b.N)/1e3, "client-cpu-µs/op")
-			b.ReportMetric(float64(measure.CPUOf(srv.Pid())-r0)/float64(b.N)/1e3, "redis-cpu-µs/op")
-		}()
-		for i := range b.N {
-			aor := fmt.Sprintf("%05d", (i*7919)%aors)
-			t := time.Now()
-			regs, err := s.LookupAOR(ctx, aor)
-			ds = append(ds, time.Since(t))
-			if err != nil || len(regs) != 2 {
-				b.Fatalf("LookupAOR %s = %d, %v", aor, len(regs), err)
-			}
-		}
+		ds := statetest.LookupSerial(b, s, aors, servers*perServer/aors)
+		b.ReportMetric(float64(measure.CPUSelf()-c0)/float64(b.N)/1e3, "client-cpu-µs/op")
+		b.ReportMetric(float64(measure.CPUOf(srv.Pid())-r0)/float64(b.N)/1e3, "redis-cpu-µs/op")
 		measure.Report(b, ds, time.Microsecond)
 	})
 	b.Run("parallel", func(b *testing.B) {
@@ -137,7 +107,7 @@ func BenchmarkLookupAOR(b *testing.B) {
 			r := rand.New(rand.NewPCG(rand.Uint64(), 1))
 			var ds []time.Duration
 			for pb.Next() {
-				aor := fmt.Sprintf("%05d", r.IntN(aors))
+				aor := statetest.BenchAOR(r.IntN(aors))
 				t := time.Now()
 				regs, err := s.LookupAOR(ctx, aor)
 				ds = append(ds, time.Since(t))
@@ -166,7 +136,7 @@ func BenchmarkLookupAOR(b *testing.B) {
 				var ds []time.Duration
 				i := w
 				for at := range due {
-					aor := fmt.Sprintf("%05d", (i*7919)%aors)
+					aor := statetest.BenchAOR((i * 7919) % aors)
 					i += 32
 					regs, err := s.LookupAOR(ctx, aor)
 					ds = append(ds, time.Since(at))
