@@ -261,18 +261,26 @@ func TestDialLocalStoreDown(t *testing.T) {
 // pipelined command only once the socket has more bytes or has ended), and
 // that an unprompted HANGUP between the replies ends the session, counted as
 // a hangup.
-func TestDialLocalOneRoundTrip(t *testing.T) {
-	r := newAGIRig(t, testConfig())
-	r.seed("aim-a", "1001", "sip:1001@127.0.0.1:5070")
+// startScript connects as Asterisk does and sends the environment of
+// dialLocal with args; the connection closes with the test.
+func (r *agiRig) startScript(t *testing.T, args ...string) net.Conn {
+	t.Helper()
 	c, err := net.Dial("tcp", r.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // a hang guard, not a speed limit
-	if _, err := c.Write(scriptEnv("1001", "25", "TtWw")); err != nil {
+	if _, err := c.Write(scriptEnv(args...)); err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+func TestDialLocalOneRoundTrip(t *testing.T) {
+	r := newAGIRig(t, testConfig())
+	r.seed("aim-a", "1001", "sip:1001@127.0.0.1:5070")
+	c := r.startScript(t, "1001", "25", "TtWw")
 	// Before any reply: both commands, then the end of the server's side.
 	got, err := io.ReadAll(c)
 	want := `SET VARIABLE "dialString" "PJSIP/1001,25,TtWw"` + "\n" + `SET VARIABLE "dialStatus" "LOCAL"` + "\n"

@@ -2,9 +2,7 @@ package finder
 
 import (
 	"io"
-	"net"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -35,15 +33,7 @@ func TestSessionUsageReplyIsOneReply(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newAGIRig(t, testConfig())
 			r.seed("aim-a", "1001", "sip:1001@127.0.0.1:5070")
-			c, err := net.Dial("tcp", r.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // a hang guard, not a speed limit
-			if _, err := c.Write(scriptEnv("1001", "25", "TtWw")); err != nil {
-				t.Fatal(err)
-			}
+			c := r.startScript(t, "1001", "25", "TtWw")
 			if _, err := io.ReadAll(c); err != nil { // both commands and the end of the server's side
 				t.Fatal(err)
 			}
