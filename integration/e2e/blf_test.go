@@ -178,7 +178,7 @@ func TestBLF(t *testing.T) {
 	t.Run("a phone on two servers: each shows the others' aggregate", func(t *testing.T) {
 		a.registerPhone(t, phones, "1002")
 		b.registerPhone(t, phones, "1002")
-		// Registered on A and B: NOT_INUSE there, UNAVAILABLE on C.
+		// Registered on A and B: every server sees another one's NOT_INUSE.
 		waitLamps(t, 5*time.Second, "Stasis:1002", "registered on A and B",
 			lamp{a, "NOT_INUSE"}, lamp{b, "NOT_INUSE"}, lamp{cc, "NOT_INUSE"})
 
