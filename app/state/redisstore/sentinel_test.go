@@ -48,7 +48,13 @@ func TestSentinelFailover(t *testing.T) {
 	if e := nextBan(t, w, "before failover"); e.Kind != state.Added {
 		t.Fatalf("got %+v", e)
 	}
-	// Replication is asynchronous: make sure the replica has the ban.
+	// Replication is asynchronous: make sure the replica has the ban. WAIT
+	// waits only for the calling connection's own writes, and the store
+	// wrote on another one: write a fence here, after the ban in the one
+	// replication stream, and wait for that.
+	if err := mc.Set(ctx, "doorman-test:fence", 1, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
 	if n, err := mc.Do(ctx, "WAIT", 1, 15000).Int(); err != nil || n != 1 {
 		t.Fatalf("WAIT = %d, %v", n, err)
 	}
