@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,73 +183,45 @@ func TestBenchClientProcess(t *testing.T) {
 	fmt.Println(clientResultMark + string(out))
 }
 
-// loadClient plays Asterisk for job.N sessions. It is lean so that it takes
-// as little of the shared CPU as it can: prebuilt environments, one buffer
-// per worker, no deadlines (a watchdog ends a hung run), replies written
-// raw.
-func loadClient(job clientJob) (clientResult, error) {
-	envs := make([][]byte, 1024) // random extensions, each on a random server
+// benchEnvs returns AGI environments for random extensions, each on a
+// random server.
+func benchEnvs() [][]byte {
+	envs := make([][]byte, 1024)
 	for i := range envs {
 		envs[i] = scriptEnv(strconv.Itoa(100000+rand.IntN(benchExtensions)), "25", "TtWw")
 	}
+	return envs
+}
+
+// closedLoop runs job.Clients goroutines, each a session after the other.
+// For the peak rate they beat event loops (one per core): the runtime's
+// netpoller batches their wake-ups across the client's threads.
+func closedLoop(job clientJob) clientResult {
 	watchdog := time.AfterFunc(10*time.Minute, func() { panic("benchmark client: hung for 10 minutes") })
 	defer watchdog.Stop()
+	envs := benchEnvs()
 	var failed atomic.Int64
 	var firstErr atomic.Value
-	fail := func(err error) {
-		failed.Add(1)
-		firstErr.CompareAndSwap(nil, err.Error())
-	}
-	var res clientResult
 	start := time.Now()
-	if job.Rate > 0 {
-		lat := make([]time.Duration, job.N)
-		lag := make([]time.Duration, job.N) // due -> the session's goroutine runs: the client's own delay
-		interval := time.Second / time.Duration(job.Rate)
-		bufs := sync.Pool{New: func() any { return new([512]byte) }}
-		var wg sync.WaitGroup
-		for i := range job.N {
-			due := start.Add(time.Duration(i) * interval)
-			if d := time.Until(due); d > 0 {
-				time.Sleep(d)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range job.Clients {
+		wg.Go(func() {
+			buf := make([]byte, 512)
+			for i := next.Add(1); i <= int64(job.N); i = next.Add(1) {
+				if err := leanCall(job.Addr, envs[i%int64(len(envs))], buf); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
 			}
-			wg.Go(func() {
-				lag[i] = time.Since(due)
-				buf := bufs.Get().(*[512]byte)
-				if err := leanCall(job.Addr, envs[i%len(envs)], buf[:]); err != nil {
-					fail(err)
-				}
-				bufs.Put(buf)
-				lat[i] = time.Since(due)
-			})
-		}
-		wg.Wait()
-		slices.Sort(lat)
-		slices.Sort(lag)
-		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-		res.P50, res.P99, res.Max = ms(lat[job.N/2]), ms(lat[job.N*99/100]), ms(lat[job.N-1])
-		res.LagP99 = ms(lag[job.N*99/100])
-	} else {
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range job.Clients {
-			wg.Go(func() {
-				buf := make([]byte, 512)
-				for i := next.Add(1); i <= int64(job.N); i = next.Add(1) {
-					if err := leanCall(job.Addr, envs[i%int64(len(envs))], buf); err != nil {
-						fail(err)
-					}
-				}
-			})
-		}
-		wg.Wait()
+		})
 	}
-	res.Seconds = time.Since(start).Seconds()
-	res.Failed = failed.Load()
+	wg.Wait()
+	res := clientResult{Seconds: time.Since(start).Seconds(), Failed: failed.Load()}
 	if e, ok := firstErr.Load().(string); ok {
 		res.FirstErr = e
 	}
-	return res, nil
+	return res
 }
 
 var (
