@@ -19,6 +19,11 @@ type fwQueue struct {
 	mu   sync.Mutex
 	ops  []fwOp
 	wake chan struct{}
+	ctx  context.Context // run's, while it runs (under mu)
+
+	// call is held by whoever calls the firewall: the queue's goroutine
+	// from before it takes a batch until the batch is done, or applyNow.
+	call sync.Mutex
 
 	// hmu guards the kernel's health as the queue sees it: fails counts
 	// failed writes, inKernel says the last restore reached the kernel
@@ -70,14 +75,39 @@ func (q *fwQueue) push(op fwOp) {
 	q.mu.Lock()
 	q.ops = append(q.ops, op)
 	q.mu.Unlock()
+	q.poke()
+}
+
+func (q *fwQueue) poke() {
 	select {
 	case q.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (q *fwQueue) add(p netip.Prefix, expires, recv time.Time) {
-	q.push(fwOp{kind: fwAdd, prefix: p, expires: expires, recv: recv})
+// applyNow applies fresh bans on the calling goroutine when the queue is
+// idle: nothing queued and no call running. Otherwise they join the queue,
+// behind what is there. Taking the call lock before a batch (in run) and
+// only when nothing is queued (here) keeps every operation in queue order.
+func (q *fwQueue) applyNow(ops []fwOp) {
+	if len(ops) == 0 {
+		return
+	}
+	q.mu.Lock()
+	if q.ctx == nil || len(q.ops) > 0 || !q.call.TryLock() {
+		q.ops = append(q.ops, ops...)
+		q.mu.Unlock()
+		q.poke()
+		return
+	}
+	ctx := q.ctx
+	q.mu.Unlock()
+	defer q.call.Unlock()
+	for len(ops) > 0 {
+		n := min(len(ops), maxLiveBatch)
+		q.apply(ctx, ops[:n])
+		ops = ops[n:]
+	}
 }
 
 func (q *fwQueue) del(p netip.Prefix) { q.push(fwOp{kind: fwDel, prefix: p}) }
@@ -130,6 +160,9 @@ func (q *fwQueue) do(ctx context.Context, f func(context.Context, firewall.Firew
 }
 
 func (q *fwQueue) run(ctx context.Context) {
+	q.mu.Lock()
+	q.ctx = ctx
+	q.mu.Unlock()
 	var batch []fwOp
 	for {
 		select {
@@ -138,6 +171,7 @@ func (q *fwQueue) run(ctx context.Context) {
 			return
 		case <-q.wake:
 		}
+		q.call.Lock()
 		q.mu.Lock()
 		batch, q.ops = q.ops, batch[:0]
 		q.mu.Unlock()
@@ -161,6 +195,7 @@ func (q *fwQueue) run(ctx context.Context) {
 			}
 		}
 		q.apply(ctx, batch[start:])
+		q.call.Unlock()
 		clear(batch)
 	}
 }
@@ -169,6 +204,7 @@ func (q *fwQueue) run(ctx context.Context) {
 func (q *fwQueue) failCalls(err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.ctx = nil
 	for _, op := range q.ops {
 		if op.done != nil {
 			op.done <- err

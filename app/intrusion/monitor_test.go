@@ -530,3 +530,62 @@ func TestHandleBeforeRun(t *testing.T) {
 	h.waitBanned(pfx("203.0.113.99/32"), false)
 	waitFor(t, "early ban stored", func() bool { _, ok := store.ban(pfx("203.0.113.99/32")); return ok })
 }
+
+// HandleBatch applies the fresh bans of a batch itself, in one firewall
+// call, before it returns, when the firewall queue is idle; when the queue
+// is busy they join it instead, without waiting.
+func TestHandleBatch(t *testing.T) {
+	h := startMonitor(t, testConfig())
+	h.settle()
+	h.fw.mu.Lock()
+	adds0 := h.fw.adds
+	h.fw.mu.Unlock()
+	a, b := pfx("203.0.113.40/32"), pfx("203.0.113.41/32")
+	h.m.HandleBatch([]ami.SecurityEvent{
+		failed("203.0.113.40:5060", "b1"),
+		failed("203.0.113.41:5060", "b2"),
+		failed("203.0.113.40:5060", "b1"), // same attempt
+		{Type: "SuccessfulAuth", Service: "PJSIP", Remote: netip.MustParseAddrPort("198.51.100.1:5060")},
+	})
+	for _, p := range []netip.Prefix{a, b} {
+		if in, perm := h.fw.has(p); !in || perm {
+			t.Fatalf("%s in the firewall: %v (permanent %v) when HandleBatch returned", p, in, perm)
+		}
+	}
+	h.fw.mu.Lock()
+	adds := h.fw.adds - adds0
+	h.fw.mu.Unlock()
+	if adds != 1 {
+		t.Errorf("%d firewall Add calls for the batch, want 1", adds)
+	}
+	if got := value(t, h.m.met.latency); got != 2 {
+		t.Errorf("latency samples = %v, want 2", got)
+	}
+	if got := value(t, h.m.met.attempts); got != 2 {
+		t.Errorf("attempts = %v, want 2", got)
+	}
+	waitFor(t, "bans in the store", func() bool {
+		_, okA := h.store.ban(a)
+		_, okB := h.store.ban(b)
+		return okA && okB
+	})
+
+	// A firewall call is running: the batch's ban joins the queue.
+	h.m.fwq.call.Lock()
+	c := pfx("203.0.113.42/32")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.m.HandleBatch([]ami.SecurityEvent{failed("203.0.113.42:5060", "b3")})
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("HandleBatch waited for a running firewall call")
+	}
+	if in, _ := h.fw.has(c); in {
+		t.Fatal("ban applied while a firewall call ran")
+	}
+	h.m.fwq.call.Unlock()
+	h.waitBanned(c, false)
+}

@@ -154,10 +154,13 @@ func startIntrusion(ctx context.Context, g *errgroup.Group, cfg config.Config, s
 	bad := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "doorman", Subsystem: "ami",
 		Name: "security_events_unparsable_total", Help: "Security events whose fields did not parse."})
 	reg.MustRegister(bad)
-	// Handle never blocks and takes hundreds of thousands of events a
-	// second, so it runs on the AMI reader itself: no goroutine hand-off
-	// (a wake-up of another thread) per event.
-	cancel := amiClient.OnEvent(func(m *ami.Message) {
+	// The monitor runs on the AMI reader itself: no goroutine hand-off (a
+	// wake-up of another thread) per event. Events are collected as they
+	// are parsed and handled when the reader has delivered a read's worth,
+	// so the fresh bans of one read go to the kernel in one call, made by
+	// the reader. Both functions run on the reader goroutine, in turn.
+	var evs []ami.SecurityEvent
+	cancelEvents := amiClient.OnEvent(func(m *ami.Message) {
 		if !ami.IsSecurityEvent(m) {
 			return
 		}
@@ -168,8 +171,14 @@ func startIntrusion(ctx context.Context, g *errgroup.Group, cfg config.Config, s
 			log.Debug("skipping security event", "event", m.Event(), "err", err)
 			return
 		}
-		mon.Handle(ev)
+		evs = append(evs, ev)
 	})
+	cancelBatch := amiClient.OnBatchEnd(func() {
+		mon.HandleBatch(evs)
+		clear(evs)
+		evs = evs[:0]
+	})
+	cancel := func() { cancelEvents(); cancelBatch() }
 	context.AfterFunc(ctx, cancel)
 	g.Go(func() error {
 		defer fw.Close()
