@@ -33,9 +33,13 @@ type banWriter struct {
 	mu      sync.Mutex
 	pending map[netip.Prefix]*banOp
 	spare   map[netip.Prefix]*banOp
-	wake    chan struct{}
-	down    bool
-	urgent  bool
+	wake    chan struct{} // urgent rounds: operator calls, kick
+	// due fires gatherFor after the first decision of a round. The
+	// deciding goroutine arms it: no wake-up of the writer per decision,
+	// one per round.
+	due    *time.Timer
+	down   bool
+	urgent bool
 }
 
 type banOp struct {
@@ -50,7 +54,10 @@ const (
 )
 
 func newBanWriter(m *Monitor) *banWriter {
-	return &banWriter{m: m, pending: make(map[netip.Prefix]*banOp), spare: make(map[netip.Prefix]*banOp), wake: make(chan struct{}, 1)}
+	due := time.NewTimer(time.Hour)
+	due.Stop()
+	return &banWriter{m: m, pending: make(map[netip.Prefix]*banOp), spare: make(map[netip.Prefix]*banOp),
+		wake: make(chan struct{}, 1), due: due}
 }
 
 func (w *banWriter) queue(p netip.Prefix, op *banOp) {
@@ -59,10 +66,17 @@ func (w *banWriter) queue(p netip.Prefix, op *banOp) {
 		old.done <- nil // superseded by a newer decision
 		old.done = nil
 	}
+	// While the store is down, the retry timer drives the rounds.
+	first := len(w.pending) == 0 && !w.down
 	w.pending[p] = op
 	w.urgent = w.urgent || op.done != nil
 	w.mu.Unlock()
-	w.poke()
+	switch {
+	case op.done != nil:
+		w.poke()
+	case first:
+		w.due.Reset(gatherFor)
+	}
 }
 
 func (w *banWriter) poke() {
@@ -112,12 +126,12 @@ func (w *banWriter) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-w.wake:
-			urgent := w.takeUrgent()
-			if retry != nil && !urgent {
-				continue // backing off; the timer will flush
+			if !w.takeUrgent() && retry != nil {
+				continue // backing off; the retry timer will flush
 			}
-			if !urgent && !w.m.gather(ctx, gatherFor) {
-				return
+		case <-w.due.C:
+			if retry != nil {
+				continue
 			}
 		case <-retry:
 			retry = nil
@@ -292,7 +306,9 @@ type counterShard struct {
 	mu   sync.Mutex
 	ops  []counterOp
 	busy bool // a taken round is being written (tests wait for it to end)
-	wake chan struct{}
+	// due fires gatherCounters after the first update of a round; the
+	// enqueuing goroutine arms it, so the worker wakes once per round.
+	due *time.Timer
 }
 
 type counterKind uint8
@@ -316,7 +332,9 @@ const maxCounterQueue = 100_000
 func newCounterWorkers(m *Monitor, n int) *counterWorkers {
 	c := &counterWorkers{m: m, seed: maphash.MakeSeed()}
 	for range n {
-		c.shards = append(c.shards, &counterShard{wake: make(chan struct{}, 1)})
+		due := time.NewTimer(time.Hour)
+		due.Stop()
+		c.shards = append(c.shards, &counterShard{due: due})
 	}
 	return c
 }
@@ -329,11 +347,12 @@ func (c *counterWorkers) enqueue(op counterOp) {
 		c.m.met.storeErrors.WithLabelValues("overflow").Inc()
 		return
 	}
+	// A round being written has emptied ops: the next one starts now.
+	first := len(s.ops) == 0
 	s.ops = append(s.ops, op)
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if first {
+		s.due.Reset(gatherCounters)
 	}
 }
 
@@ -351,10 +370,7 @@ func (c *counterWorkers) runShard(ctx context.Context, s *counterShard) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.wake:
-		}
-		if !c.m.gather(ctx, gatherCounters) {
-			return
+		case <-s.due.C:
 		}
 		s.mu.Lock()
 		batch, s.ops = s.ops, batch[:0]
@@ -455,18 +471,6 @@ const gatherFor = time.Millisecond
 // a timer, a wake-up and a round trip. A cluster-wide count (an attacker
 // spreading attempts over servers) is late by at most this much.
 const gatherCounters = 10 * time.Millisecond
-
-// gather waits d, or reports false when ctx ends first.
-func (m *Monitor) gather(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
 
 // chunkSize is how many store calls share one deadline.
 const chunkSize = 256
