@@ -37,9 +37,10 @@ type banWriter struct {
 	// due fires gatherFor after the first decision of a round. The
 	// deciding goroutine arms it: no wake-up of the writer per decision,
 	// one per round.
-	due    *time.Timer
-	down   bool
-	urgent bool
+	due       *time.Timer
+	lastRound time.Time // when the previous round's first decision came
+	down      bool
+	urgent    bool
 }
 
 type banOp struct {
@@ -68,6 +69,14 @@ func (w *banWriter) queue(p netip.Prefix, op *banOp) {
 	}
 	// While the store is down, the retry timer drives the rounds.
 	first := len(w.pending) == 0 && !w.down
+	gather := gatherFor
+	if first {
+		now := time.Now()
+		if now.Sub(w.lastRound) < denseRounds {
+			gather = gatherDense
+		}
+		w.lastRound = now
+	}
 	w.pending[p] = op
 	w.urgent = w.urgent || op.done != nil
 	w.mu.Unlock()
@@ -75,7 +84,7 @@ func (w *banWriter) queue(p netip.Prefix, op *banOp) {
 	case op.done != nil:
 		w.poke()
 	case first:
-		w.due.Reset(gatherFor)
+		w.due.Reset(gather)
 	}
 }
 
@@ -457,11 +466,20 @@ func (c *counterWorkers) result(op counterOp, n int64) {
 }
 
 // gatherFor is how long the ban writer waits after the first item of a
-// round so that the items of the next events join it: under a flood one
-// round trip then carries a few milliseconds' worth of bans instead of one
-// or two. It delays only sharing with the cluster, never the local ban.
-// Operator calls (urgent) skip it.
+// round so that the items of the next events join it. It delays only
+// sharing with the cluster, never the local ban. Operator calls (urgent)
+// skip it.
 const gatherFor = time.Millisecond
+
+// gatherDense replaces gatherFor while bans come in a flood (the previous
+// round started less than denseRounds before): one round trip then carries
+// 5 ms worth of bans instead of one or two. Each round costs the writer's
+// timer, the round trip and the ban feed's echo (two goroutine hops), so
+// rounds, not bans, are what the store path costs in CPU.
+const (
+	gatherDense = 5 * time.Millisecond
+	denseRounds = 20 * time.Millisecond
+)
 
 // gatherCounters is the same wait for the shared strike and escalation
 // counters. They are most of the store traffic (threshold-1 strikes per
