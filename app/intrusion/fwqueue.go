@@ -9,11 +9,12 @@ import (
 	"github.com/asterisksupport/doorman/firewall"
 )
 
-// fwQueue serialises every firewall call in one goroutine (backends need
-// not be safe for concurrent use) and batches adds and deletes: whatever
+// fwQueue serialises every firewall call (backends need not be safe for
+// concurrent use) in one goroutine, and batches adds and deletes: whatever
 // queued up while the previous netlink call ran goes out in one call. No
 // timer is involved, so a lone ban is applied at once and a flood is
-// applied in large batches.
+// applied in large batches. applyNow lets HandleBatch make the call itself
+// when the queue is idle, saving the hand-off to the queue's goroutine.
 type fwQueue struct {
 	m    *Monitor
 	mu   sync.Mutex
@@ -94,7 +95,7 @@ func (q *fwQueue) applyNow(ops []fwOp) {
 		return
 	}
 	q.mu.Lock()
-	if q.ctx == nil || len(q.ops) > 0 || !q.call.TryLock() {
+	if q.ctx == nil || q.ctx.Err() != nil || len(q.ops) > 0 || !q.call.TryLock() {
 		q.ops = append(q.ops, ops...)
 		q.mu.Unlock()
 		q.poke()
