@@ -224,7 +224,12 @@ func TestBanAppliedOnEveryServer(t *testing.T) {
 	if in, _ := b.fw.has(pfx("192.0.2.9/32")); in {
 		t.Fatal("pbx-b applied a ban on its trusted network")
 	}
-	// An unban on B lifts it on A and resets the shared counters.
+	// An unban on B lifts it on A and resets the shared counters. A's
+	// escalation count of the ban is written first: counters gather for
+	// 10 ms, and one still queued when another server unbans lands after
+	// that server's reset (a race this test does not cover).
+	a.settle()
+	waitFor(t, "escalation counted", func() bool { return store.counter(escalationKey(p)) == 1 })
 	if err := b.m.Unban(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
