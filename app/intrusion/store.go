@@ -404,12 +404,23 @@ func (c *counterWorkers) runShard(ctx context.Context, s *counterShard) {
 	}
 }
 
+func (c *counterWorkers) keys(ops []counterOp) ([]string, []time.Duration) {
+	keys := make([]string, len(ops))
+	windows := make([]time.Duration, len(ops))
+	for i, op := range ops {
+		keys[i], windows[i] = c.key(op)
+	}
+	return keys, windows
+}
+
 func (c *counterWorkers) key(op counterOp) (string, time.Duration) {
 	if op.kind == opEscalate {
 		return escalationKey(op.prefix), c.m.cfg.EscalationWindow
 	}
 	return strikeKey(op.prefix), c.m.cfg.StrikeWindow
 }
+
+func (op counterOp) reset() bool { return op.kind == opReset }
 
 func (c *counterWorkers) one(ctx context.Context, op counterOp) {
 	m := c.m
@@ -429,29 +440,34 @@ func (c *counterWorkers) one(ctx context.Context, op counterOp) {
 	c.result(op, n)
 }
 
+// batch sends ops in order: the increments between two resets in one
+// IncrMany, each reset on its own (before, every reset of a round went
+// first, ahead of increments queued before it).
 func (c *counterWorkers) batch(ctx context.Context, bb BatchBans, ops []counterOp) {
-	var incr []counterOp
-	keys := make([]string, 0, len(ops))
-	windows := make([]time.Duration, 0, len(ops))
-	for _, op := range ops {
-		if op.kind == opReset {
-			c.one(ctx, op)
-			continue
+	for len(ops) > 0 {
+		n := 0
+		for n < len(ops) && !ops[n].reset() {
+			n++
 		}
-		k, w := c.key(op)
-		incr = append(incr, op)
-		keys = append(keys, k)
-		windows = append(windows, w)
+		if n > 0 {
+			c.incrMany(ctx, bb, ops[:n])
+		}
+		if n < len(ops) {
+			c.one(ctx, ops[n])
+			n++
+		}
+		ops = ops[n:]
 	}
-	if len(incr) == 0 {
-		return
-	}
+}
+
+func (c *counterWorkers) incrMany(ctx context.Context, bb BatchBans, ops []counterOp) {
+	keys, windows := c.keys(ops)
 	ns, err := bb.IncrMany(ctx, keys, windows)
-	if err != nil || len(ns) != len(incr) {
-		c.m.met.storeErrors.WithLabelValues("incr").Add(float64(len(incr)))
+	if err != nil || len(ns) != len(ops) {
+		c.m.met.storeErrors.WithLabelValues("incr").Add(float64(len(ops)))
 		return
 	}
-	for i, op := range incr {
+	for i, op := range ops {
 		c.result(op, ns[i])
 	}
 }
