@@ -594,3 +594,19 @@ func TestHandleBatch(t *testing.T) {
 	h.m.fwq.call.Unlock()
 	h.waitBanned(c, false)
 }
+
+// A reset queued after an increment of the same counter, in one round,
+// is written after it.
+func TestCounterResetAfterIncrement(t *testing.T) {
+	clock := newFakeClock()
+	store := newFakeStore(clock)
+	h := newHarness(t, testConfig(), clock, fakeBatchStore{store}, store, newFakeFirewall(clock), "pbx-a")
+	h.start()
+	p := pfx("192.0.2.60/32")
+	h.m.counters.enqueue(counterOp{kind: opStrike, prefix: p, recv: clock.Now()})
+	h.m.counters.enqueue(counterOp{kind: opReset, prefix: p})
+	h.settle()
+	if n := store.counter(strikeKey(p)); n != 0 {
+		t.Fatalf("strikes after increment then reset = %d, want 0", n)
+	}
+}
