@@ -24,6 +24,16 @@ type BatchBans interface {
 	PutBans(ctx context.Context, bans []state.Ban) error
 }
 
+// RoundWriter may be implemented by a BatchBans store that can send ban
+// decisions and counter updates in one round trip. The ban writer then
+// takes the counter updates waiting at each of its rounds along: under a
+// flood, counters need no rounds of their own.
+type RoundWriter interface {
+	// WriteRound does PutBans(bans) and IncrMany(keys, windows); putErr is
+	// the first's error, counts and incrErr the second's result.
+	WriteRound(ctx context.Context, bans []state.Ban, keys []string, windows []time.Duration) (counts []int64, putErr, incrErr error)
+}
+
 // banWriter writes ban decisions to the store in the background and keeps
 // them until the store has taken them: while the store is down, decisions
 // wait (the newest per prefix wins) and are retried with backoff, so no
@@ -246,7 +256,18 @@ func (w *banWriter) writeBatch(ctx context.Context, ops []*banOp) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 	defer cancel()
-	if err := m.store.(BatchBans).PutBans(ctx, bans); err != nil {
+	var err error
+	rw, ok := m.store.(RoundWriter)
+	if cops := m.counters.takeRound(ok); len(cops) > 0 {
+		keys, windows := m.counters.keys(cops)
+		var counts []int64
+		var incrErr error
+		counts, err, incrErr = rw.WriteRound(ctx, bans, keys, windows)
+		m.counters.finishRound(cops, counts, incrErr)
+	} else {
+		err = m.store.(BatchBans).PutBans(ctx, bans)
+	}
+	if err != nil {
 		m.met.storeErrors.WithLabelValues("put_ban").Inc()
 		err = fmt.Errorf("intrusion: store %d bans: %w", len(bans), err)
 		for _, op := range ops {
@@ -382,6 +403,11 @@ func (c *counterWorkers) runShard(ctx context.Context, s *counterShard) {
 		case <-s.due.C:
 		}
 		s.mu.Lock()
+		if s.busy { // the ban writer sends a round of ours: keep the order
+			s.mu.Unlock()
+			s.due.Reset(gatherCounters)
+			continue
+		}
 		batch, s.ops = s.ops, batch[:0]
 		s.busy = len(batch) > 0
 		s.mu.Unlock()
@@ -402,6 +428,46 @@ func (c *counterWorkers) runShard(ctx context.Context, s *counterShard) {
 		s.busy = false
 		s.mu.Unlock()
 	}
+}
+
+// takeRound takes the updates waiting for the only worker, for the ban
+// writer's round (when the store is a RoundWriter: can), unless the worker
+// is writing a round itself, or a reset waits (its order against the
+// worker's round would not be kept), or they would not fit one call.
+func (c *counterWorkers) takeRound(can bool) []counterOp {
+	if !can || len(c.shards) != 1 {
+		return nil
+	}
+	s := c.shards[0]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy || len(s.ops) == 0 || len(s.ops) > chunkSize {
+		return nil
+	}
+	for _, op := range s.ops {
+		if op.reset() {
+			return nil
+		}
+	}
+	ops := s.ops
+	s.ops, s.busy = nil, true
+	s.due.Stop() // the worker has nothing left to write
+	return ops
+}
+
+// finishRound takes the results of updates sent by takeRound's caller.
+func (c *counterWorkers) finishRound(ops []counterOp, counts []int64, err error) {
+	if err != nil || len(counts) != len(ops) {
+		c.m.met.storeErrors.WithLabelValues("incr").Add(float64(len(ops)))
+	} else {
+		for i, op := range ops {
+			c.result(op, counts[i])
+		}
+	}
+	s := c.shards[0]
+	s.mu.Lock()
+	s.busy = false
+	s.mu.Unlock()
 }
 
 func (c *counterWorkers) keys(ops []counterOp) ([]string, []time.Duration) {
@@ -441,8 +507,7 @@ func (c *counterWorkers) one(ctx context.Context, op counterOp) {
 }
 
 // batch sends ops in order: the increments between two resets in one
-// IncrMany, each reset on its own (before, every reset of a round went
-// first, ahead of increments queued before it).
+// IncrMany, each reset on its own.
 func (c *counterWorkers) batch(ctx context.Context, bb BatchBans, ops []counterOp) {
 	for len(ops) > 0 {
 		n := 0
