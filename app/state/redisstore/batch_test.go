@@ -27,9 +27,19 @@ func TestBatchBans(t *testing.T) {
 // one pipeline; the first round on a Redis that has not cached the scripts
 // (NOSCRIPT) and the next (cached) give the same results.
 func TestWriteRound(t *testing.T) {
-	srv := redistest.Start(t)
-	s := open(t, redisstore.Config{Addrs: []string{srv.Addr}, KeyPrefix: "t:round:"})
-	ctx := context.Background() // a fresh redis-server: no script cached
+	srv := redistest.Start(t) // a fresh redis-server: no script cached
+	testWriteRound(t, open(t, redisstore.Config{Addrs: []string{srv.Addr}, KeyPrefix: "t:round:"}))
+}
+
+// The same on a three-master Redis Cluster: both scripts' keys share the
+// store's hash tag, so the pipeline goes to one node.
+func TestWriteRoundCluster(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	testWriteRound(t, open(t, redisstore.Config{Addrs: c.Addrs(), KeyPrefix: "t:round:"}))
+}
+
+func testWriteRound(t *testing.T, s *redisstore.Store) {
+	ctx := context.Background()
 	feed, err := s.WatchBans(ctx)
 	if err != nil {
 		t.Fatal(err)
