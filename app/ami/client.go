@@ -226,6 +226,10 @@ func (c *Client) session(ctx context.Context) (loggedIn bool, err error) {
 	wg.Go(func() { c.keepalive(pingCtx, s) })
 
 	s.close(c.read(p, s))
+	// A read that brought events and an error at once ends no batch
+	// through batchEnder (the parser returns the error without reading
+	// again): end it here, not at the next session's first read.
+	c.hub.endBatch()
 	err = s.closeErr()
 	cancelPing()
 	wg.Wait()
