@@ -83,6 +83,14 @@ func (c *Client) Subscribe(buf int) (<-chan Message, func()) { return c.hub.subs
 // from another goroutine, f may still get the one event being delivered.
 func (c *Client) OnEvent(f func(m *Message)) (cancel func()) { return c.hub.onEvent(f) }
 
+// OnBatchEnd has f called by the goroutine that reads the connection each
+// time it has delivered every event read so far to the OnEvent functions,
+// before it reads (and may wait) again, until cancel is called. A job can
+// then apply the effects of a whole read batch at once: under a flood one
+// read brings many events (see Config.Coalesce). While f runs, the reader
+// does not read; the rules of OnEvent apply.
+func (c *Client) OnBatchEnd(f func()) (cancel func()) { return c.hub.onBatchEnd(f) }
+
 // Action implements Conn. It fails at once with ErrNotConnected while the
 // client is not logged in. An Error response comes back as an
 // *ActionError, except "No <things> found", which is an empty list.
@@ -193,6 +201,10 @@ func (c *Client) session(ctx context.Context) (loggedIn bool, err error) {
 	if c.cfg.Coalesce > 0 {
 		r = newCoalescer(conn, c.cfg.Coalesce)
 	}
+	// The parser reads only when every complete message it holds has been
+	// returned, and the reader publishes each before asking for the next:
+	// a read of the connection ends a batch.
+	r = batchEnder{r: r, h: &c.hub}
 	p := NewParser(r, c.cfg.Limits)
 	version, err := c.login(conn, p)
 	if err != nil {
@@ -214,6 +226,10 @@ func (c *Client) session(ctx context.Context) (loggedIn bool, err error) {
 	wg.Go(func() { c.keepalive(pingCtx, s) })
 
 	s.close(c.read(p, s))
+	// A read that brought events and an error at once ends no batch
+	// through batchEnder (the parser returns the error without reading
+	// again): end it here, not at the next session's first read.
+	c.hub.endBatch()
 	err = s.closeErr()
 	cancelPing()
 	wg.Wait()
@@ -282,6 +298,17 @@ func (c *Client) keepalive(ctx context.Context, s *session) {
 			return
 		}
 	}
+}
+
+// batchEnder runs the OnBatchEnd functions before each read.
+type batchEnder struct {
+	r io.Reader
+	h *hub
+}
+
+func (b batchEnder) Read(p []byte) (int, error) {
+	b.h.endBatch()
+	return b.r.Read(p)
 }
 
 // coalescer implements Config.Coalesce. Each wake-up of the reader costs

@@ -566,3 +566,61 @@ doorman_ami_events_received_total 3
 		t.Fatalf("%d metrics, %v", n, err)
 	}
 }
+
+// OnBatchEnd runs on the reader after the events of a read have all gone
+// to OnEvent, before the next read: a batch written at once ends once,
+// after its last event, and a read that brings no event ends nothing.
+func TestClientOnBatchEnd(t *testing.T) {
+	event := func(i int) string {
+		return fmt.Sprintf("Event: InvalidPassword\r\nService: AMI\r\nSessionID: %d\r\n\r\n", i)
+	}
+	next := make(chan string)
+	srv := startFake(t, func(c *fakeConn) {
+		if _, ok := c.login("aim", "aimsecret"); !ok {
+			return
+		}
+		for s := range next {
+			c.write(s)
+		}
+		c.wait()
+	})
+	log, _ := testLogger(t)
+	cfg := testConfig(srv.addr())
+	cfg.Coalesce = time.Millisecond
+	c := NewClient(cfg, log)
+	var seen int // only the reader goroutine touches it
+	ends := make(chan int, 16)
+	stopEvents := c.OnEvent(func(*Message) { seen++ })
+	defer stopEvents()
+	stopEnds := c.OnBatchEnd(func() { ends <- seen })
+	defer stopEnds()
+	runClient(t, c)
+
+	waitEnd := func(want int) {
+		t.Helper()
+		last := 0
+		for last != want {
+			select {
+			case n := <-ends:
+				if n <= last || n > want {
+					t.Fatalf("batch ended after %d events, then after %d (want up to %d)", last, n, want)
+				}
+				last = n
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no batch end after %d events (last after %d)", want, last)
+			}
+		}
+	}
+	next <- event(1) + event(2) + event(3)
+	waitEnd(3)
+	// A reply nobody waits for is no event: no batch end for it.
+	next <- "Response: Success\r\nActionID: nobody\r\n\r\n"
+	next <- event(4) + event(5)
+	waitEnd(5)
+	close(next)
+	select {
+	case n := <-ends:
+		t.Fatalf("extra batch end after %d events", n)
+	case <-time.After(20 * time.Millisecond):
+	}
+}

@@ -24,6 +24,10 @@ type hub struct {
 	// read without h.mu on every event, so a function runs outside the
 	// lock and may call cancel, Subscribe or OnEvent itself.
 	funcs atomic.Pointer[[]*eventFunc]
+	// ends is the OnBatchEnd functions, kept like funcs; delivered says
+	// an event reached the functions since they last ran (reader only).
+	ends      atomic.Pointer[[]*endFunc]
+	delivered bool
 
 	received, dropped atomic.Uint64
 }
@@ -82,6 +86,51 @@ func (h *hub) onEvent(f func(*Message)) func() {
 	}
 }
 
+// endFunc is one OnBatchEnd registration; its address is its identity.
+type endFunc struct{ f func() }
+
+// onBatchEnd registers f, called by the reader when it has delivered
+// every event read so far.
+func (h *hub) onBatchEnd(f func()) func() {
+	e := &endFunc{f: f}
+	h.mu.Lock()
+	var ends []*endFunc
+	if old := h.ends.Load(); old != nil {
+		ends = append(ends, *old...)
+	}
+	ends = append(ends, e)
+	h.ends.Store(&ends)
+	h.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			h.mu.Lock()
+			var ends []*endFunc
+			for _, o := range *h.ends.Load() {
+				if o != e {
+					ends = append(ends, o)
+				}
+			}
+			h.ends.Store(&ends)
+			h.mu.Unlock()
+		})
+	}
+}
+
+// endBatch runs the OnBatchEnd functions if an event was delivered since
+// they last ran. The reader calls it before each read of the connection.
+func (h *hub) endBatch() {
+	if !h.delivered {
+		return
+	}
+	h.delivered = false
+	if ends := h.ends.Load(); ends != nil {
+		for _, e := range *ends {
+			e.f()
+		}
+	}
+}
+
 // publish delivers one server event to every subscriber.
 func (h *hub) publish(m Message) {
 	h.received.Add(1)
@@ -89,6 +138,7 @@ func (h *hub) publish(m Message) {
 		for _, e := range *funcs {
 			e.f(&m)
 		}
+		h.delivered = true
 	}
 	h.mu.Lock()
 	for s := range h.subs {

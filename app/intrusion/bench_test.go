@@ -134,24 +134,43 @@ func BenchmarkHandle(b *testing.B) {
 
 // BenchmarkHandlePaced feeds 50,000 events per second (12,500 attempts,
 // each a new ban) in 1 ms ticks, the target load, and reports ban latency
-// from the triggering event to the firewall Add returning.
+// from the triggering event to the firewall Add returning. With
+// handle=batch each tick is one HandleBatch, as the agent calls it per AMI
+// read; with handle=event, one Handle per event.
 func BenchmarkHandlePaced(b *testing.B) {
-	const perTick = 50 // events per millisecond
-	attempts := max(b.N/4, perTick)
-	evs := attackEvents(attempts)
-	r := startBench(b, true)
-	defer r.stop()
-	b.ResetTimer()
-	cpu0, t0 := measure.CPUSelf(), time.Now()
-	for i := 0; i < len(evs); i += perTick {
-		for _, ev := range evs[i:min(i+perTick, len(evs))] {
-			r.m.Handle(ev)
+	for _, batch := range []bool{false, true} {
+		name := "handle=event"
+		if batch {
+			name = "handle=batch"
 		}
-		next := t0.Add(time.Duration(i/perTick+1) * time.Millisecond)
-		time.Sleep(time.Until(next))
+		b.Run(name, func(b *testing.B) {
+			const perTick = 50 // events per millisecond
+			attempts := max(b.N/4, perTick)
+			evs := attackEvents(attempts)
+			r := startBench(b, true)
+			defer r.stop()
+			b.ResetTimer()
+			cpu0, t0 := measure.CPUSelf(), time.Now()
+			for i := 0; i < len(evs); i += perTick {
+				feed(r.m, evs[i:min(i+perTick, len(evs))], batch)
+				next := t0.Add(time.Duration(i/perTick+1) * time.Millisecond)
+				time.Sleep(time.Until(next))
+			}
+			r.waitApplied(b, attempts)
+			wall, cpu := time.Since(t0), measure.CPUSelf()-cpu0
+			b.StopTimer()
+			r.report(b, len(evs), attempts, wall, cpu)
+		})
 	}
-	r.waitApplied(b, attempts)
-	wall, cpu := time.Since(t0), measure.CPUSelf()-cpu0
-	b.StopTimer()
-	r.report(b, len(evs), attempts, wall, cpu)
+}
+
+// feed hands one tick's events to m: in one HandleBatch, or one Handle each.
+func feed(m *Monitor, evs []ami.SecurityEvent, batch bool) {
+	if batch {
+		m.HandleBatch(evs)
+		return
+	}
+	for _, ev := range evs {
+		m.Handle(ev)
+	}
 }

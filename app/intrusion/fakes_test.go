@@ -250,6 +250,25 @@ func (s fakeBatchStore) PutBans(ctx context.Context, bans []state.Ban) error {
 	return nil
 }
 
+// fakeRoundStore adds RoundWriter.
+type fakeRoundStore struct{ fakeBatchStore }
+
+func (s fakeRoundStore) WriteRound(ctx context.Context, bans []state.Ban, keys []string, windows []time.Duration) ([]int64, error, error) {
+	s.mu.Lock()
+	s.calls["write_round"]++
+	s.mu.Unlock()
+	putErr := s.PutBans(ctx, bans)
+	out := make([]int64, len(keys))
+	for i, k := range keys {
+		n, err := s.Incr(ctx, k, windows[i])
+		if err != nil {
+			return nil, putErr, err
+		}
+		out[i] = n
+	}
+	return out, putErr, nil
+}
+
 // fakeFirewall is an in-memory firewall.Firewall whose timeouts follow the
 // clock; flush simulates `nft flush ruleset`.
 type fakeFirewall struct {

@@ -9,16 +9,22 @@ import (
 	"github.com/asterisksupport/doorman/firewall"
 )
 
-// fwQueue serialises every firewall call in one goroutine (backends need
-// not be safe for concurrent use) and batches adds and deletes: whatever
+// fwQueue serialises every firewall call (backends need not be safe for
+// concurrent use) in one goroutine, and batches adds and deletes: whatever
 // queued up while the previous netlink call ran goes out in one call. No
 // timer is involved, so a lone ban is applied at once and a flood is
-// applied in large batches.
+// applied in large batches. applyNow lets HandleBatch make the call itself
+// when the queue is idle, saving the hand-off to the queue's goroutine.
 type fwQueue struct {
 	m    *Monitor
 	mu   sync.Mutex
 	ops  []fwOp
 	wake chan struct{}
+	ctx  context.Context // run's, while it runs (under mu)
+
+	// call is held by whoever calls the firewall: the queue's goroutine
+	// from before it takes a batch until the batch is done, or applyNow.
+	call sync.Mutex
 
 	// hmu guards the kernel's health as the queue sees it: fails counts
 	// failed writes, inKernel says the last restore reached the kernel
@@ -70,14 +76,39 @@ func (q *fwQueue) push(op fwOp) {
 	q.mu.Lock()
 	q.ops = append(q.ops, op)
 	q.mu.Unlock()
+	q.poke()
+}
+
+func (q *fwQueue) poke() {
 	select {
 	case q.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (q *fwQueue) add(p netip.Prefix, expires, recv time.Time) {
-	q.push(fwOp{kind: fwAdd, prefix: p, expires: expires, recv: recv})
+// applyNow applies fresh bans on the calling goroutine when the queue is
+// idle: nothing queued and no call running. Otherwise they join the queue,
+// behind what is there. Taking the call lock before a batch (in run) and
+// only when nothing is queued (here) keeps every operation in queue order.
+func (q *fwQueue) applyNow(ops []fwOp) {
+	if len(ops) == 0 {
+		return
+	}
+	q.mu.Lock()
+	if q.ctx == nil || q.ctx.Err() != nil || len(q.ops) > 0 || !q.call.TryLock() {
+		q.ops = append(q.ops, ops...)
+		q.mu.Unlock()
+		q.poke()
+		return
+	}
+	ctx := q.ctx
+	q.mu.Unlock()
+	defer q.call.Unlock()
+	for len(ops) > 0 {
+		n := min(len(ops), maxLiveBatch)
+		q.apply(ctx, ops[:n])
+		ops = ops[n:]
+	}
 }
 
 func (q *fwQueue) del(p netip.Prefix) { q.push(fwOp{kind: fwDel, prefix: p}) }
@@ -130,6 +161,9 @@ func (q *fwQueue) do(ctx context.Context, f func(context.Context, firewall.Firew
 }
 
 func (q *fwQueue) run(ctx context.Context) {
+	q.mu.Lock()
+	q.ctx = ctx
+	q.mu.Unlock()
 	var batch []fwOp
 	for {
 		select {
@@ -138,6 +172,7 @@ func (q *fwQueue) run(ctx context.Context) {
 			return
 		case <-q.wake:
 		}
+		q.call.Lock()
 		q.mu.Lock()
 		batch, q.ops = q.ops, batch[:0]
 		q.mu.Unlock()
@@ -161,6 +196,7 @@ func (q *fwQueue) run(ctx context.Context) {
 			}
 		}
 		q.apply(ctx, batch[start:])
+		q.call.Unlock()
 		clear(batch)
 	}
 }
@@ -169,6 +205,7 @@ func (q *fwQueue) run(ctx context.Context) {
 func (q *fwQueue) failCalls(err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.ctx = nil
 	for _, op := range q.ops {
 		if op.done != nil {
 			op.done <- err

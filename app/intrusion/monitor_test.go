@@ -224,7 +224,12 @@ func TestBanAppliedOnEveryServer(t *testing.T) {
 	if in, _ := b.fw.has(pfx("192.0.2.9/32")); in {
 		t.Fatal("pbx-b applied a ban on its trusted network")
 	}
-	// An unban on B lifts it on A and resets the shared counters.
+	// An unban on B lifts it on A and resets the shared counters. A's
+	// escalation count of the ban is written first: counters gather for
+	// 10 ms, and one still queued when another server unbans lands after
+	// that server's reset (a race this test does not cover).
+	a.settle()
+	waitFor(t, "escalation counted", func() bool { return store.counter(escalationKey(p)) == 1 })
 	if err := b.m.Unban(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
@@ -490,6 +495,35 @@ func TestBatchStoreIsUsed(t *testing.T) {
 	waitFor(t, "IncrMany used", func() bool { return store.callCount("incr_many") > 0 })
 }
 
+// With a RoundWriter, the counter updates waiting when the ban writer
+// makes a round go along in it: they need no round of their own.
+func TestCountersRideBanRounds(t *testing.T) {
+	clock := newFakeClock()
+	store := newFakeStore(clock)
+	cfg := testConfig()
+	cfg.Threshold = 2
+	h := newHarness(t, cfg, clock, fakeRoundStore{fakeBatchStore{store}}, store, newFakeFirewall(clock), "pbx-a")
+	h.start()
+	h.m.Handle(failed("192.0.2.50:5060", "s1")) // a strike: a counter update
+	// The counter worker's own round could come first only on a machine
+	// stalled for 9 ms; without its timer, only the ban writer can send it.
+	h.m.counters.shards[0].due.Stop()
+	h.m.Handle(failed("192.0.2.51:5060", "s2"))
+	h.m.Handle(failed("192.0.2.51:5060", "s3")) // the threshold: a ban
+	waitFor(t, "ban and counters stored", func() bool {
+		_, banned := store.ban(pfx("192.0.2.51/32"))
+		return banned && store.counter(strikeKey(pfx("192.0.2.50/32"))) == 1 &&
+			store.counter(strikeKey(pfx("192.0.2.51/32"))) == 1
+	})
+	if n := store.callCount("incr_many"); n != 0 {
+		t.Errorf("%d counter rounds of their own, want 0", n)
+	}
+	if n := store.callCount("write_round"); n != 1 {
+		t.Errorf("%d WriteRound calls, want 1", n)
+	}
+	h.settle()
+}
+
 // Changes whose feed events were lost are picked up by the periodic resync.
 func TestPeriodicResync(t *testing.T) {
 	cfg := testConfig()
@@ -529,4 +563,79 @@ func TestHandleBeforeRun(t *testing.T) {
 	h.start()
 	h.waitBanned(pfx("203.0.113.99/32"), false)
 	waitFor(t, "early ban stored", func() bool { _, ok := store.ban(pfx("203.0.113.99/32")); return ok })
+}
+
+// HandleBatch applies the fresh bans of a batch itself, in one firewall
+// call, before it returns, when the firewall queue is idle; when the queue
+// is busy they join it instead, without waiting.
+func TestHandleBatch(t *testing.T) {
+	h := startMonitor(t, testConfig())
+	h.settle()
+	h.fw.mu.Lock()
+	adds0 := h.fw.adds
+	h.fw.mu.Unlock()
+	a, b := pfx("203.0.113.40/32"), pfx("203.0.113.41/32")
+	h.m.HandleBatch([]ami.SecurityEvent{
+		failed("203.0.113.40:5060", "b1"),
+		failed("203.0.113.41:5060", "b2"),
+		failed("203.0.113.40:5060", "b1"), // same attempt
+		{Type: "SuccessfulAuth", Service: "PJSIP", Remote: netip.MustParseAddrPort("198.51.100.1:5060")},
+	})
+	for _, p := range []netip.Prefix{a, b} {
+		if in, perm := h.fw.has(p); !in || perm {
+			t.Fatalf("%s in the firewall: %v (permanent %v) when HandleBatch returned", p, in, perm)
+		}
+	}
+	h.fw.mu.Lock()
+	adds := h.fw.adds - adds0
+	h.fw.mu.Unlock()
+	if adds != 1 {
+		t.Errorf("%d firewall Add calls for the batch, want 1", adds)
+	}
+	if got := value(t, h.m.met.latency); got != 2 {
+		t.Errorf("latency samples = %v, want 2", got)
+	}
+	if got := value(t, h.m.met.attempts); got != 2 {
+		t.Errorf("attempts = %v, want 2", got)
+	}
+	waitFor(t, "bans in the store", func() bool {
+		_, okA := h.store.ban(a)
+		_, okB := h.store.ban(b)
+		return okA && okB
+	})
+
+	// A firewall call is running: the batch's ban joins the queue.
+	h.m.fwq.call.Lock()
+	c := pfx("203.0.113.42/32")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.m.HandleBatch([]ami.SecurityEvent{failed("203.0.113.42:5060", "b3")})
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("HandleBatch waited for a running firewall call")
+	}
+	if in, _ := h.fw.has(c); in {
+		t.Fatal("ban applied while a firewall call ran")
+	}
+	h.m.fwq.call.Unlock()
+	h.waitBanned(c, false)
+}
+
+// A reset queued after an increment of the same counter, in one round,
+// is written after it.
+func TestCounterResetAfterIncrement(t *testing.T) {
+	clock := newFakeClock()
+	store := newFakeStore(clock)
+	h := newHarness(t, testConfig(), clock, fakeBatchStore{store}, store, newFakeFirewall(clock), "pbx-a")
+	h.start()
+	p := pfx("192.0.2.60/32")
+	h.m.counters.enqueue(counterOp{kind: opStrike, prefix: p, recv: clock.Now()})
+	h.m.counters.enqueue(counterOp{kind: opReset, prefix: p})
+	h.settle()
+	if n := store.counter(strikeKey(p)); n != 0 {
+		t.Fatalf("strikes after increment then reset = %d, want 0", n)
+	}
 }

@@ -264,6 +264,16 @@ func TestRealNftables(t *testing.T) {
 // netlink Add returning, events/s, and doorman's CPU per 10,000 attempts
 // (redis-server's own CPU is not doorman's and is not counted).
 func BenchmarkEndToEnd(b *testing.B) {
+	for _, batch := range []bool{false, true} {
+		name := "handle=event"
+		if batch {
+			name = "handle=batch"
+		}
+		b.Run(name, func(b *testing.B) { benchEndToEnd(b, batch) })
+	}
+}
+
+func benchEndToEnd(b *testing.B, batch bool) {
 	ns := netnstest.New(b)
 	srv := redistest.Start(b)
 	store := openRedis(b, srv.Addr)
@@ -294,9 +304,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.ResetTimer()
 	cpu0, t0 := measure.CPUSelf(), time.Now()
 	for i := 0; i < len(evs); i += perTick {
-		for _, ev := range evs[i:min(i+perTick, len(evs))] {
-			m.Handle(ev)
-		}
+		feed(m, evs[i:min(i+perTick, len(evs))], batch)
 		time.Sleep(time.Until(t0.Add(time.Duration(i/perTick+1) * time.Millisecond)))
 	}
 	eventually(b, "every ban applied", func() bool {

@@ -24,6 +24,16 @@ type BatchBans interface {
 	PutBans(ctx context.Context, bans []state.Ban) error
 }
 
+// RoundWriter may be implemented by a BatchBans store that can send ban
+// decisions and counter updates in one round trip. The ban writer then
+// takes the counter updates waiting at each of its rounds along: under a
+// flood, counters need no rounds of their own.
+type RoundWriter interface {
+	// WriteRound does PutBans(bans) and IncrMany(keys, windows); putErr is
+	// the first's error, counts and incrErr the second's result.
+	WriteRound(ctx context.Context, bans []state.Ban, keys []string, windows []time.Duration) (counts []int64, putErr, incrErr error)
+}
+
 // banWriter writes ban decisions to the store in the background and keeps
 // them until the store has taken them: while the store is down, decisions
 // wait (the newest per prefix wins) and are retried with backoff, so no
@@ -33,9 +43,14 @@ type banWriter struct {
 	mu      sync.Mutex
 	pending map[netip.Prefix]*banOp
 	spare   map[netip.Prefix]*banOp
-	wake    chan struct{}
-	down    bool
-	urgent  bool
+	wake    chan struct{} // urgent rounds: operator calls, kick
+	// due fires gatherFor after the first decision of a round. The
+	// deciding goroutine arms it: no wake-up of the writer per decision,
+	// one per round.
+	due       *time.Timer
+	lastRound time.Time // when the previous round's first decision came
+	down      bool
+	urgent    bool
 }
 
 type banOp struct {
@@ -50,7 +65,10 @@ const (
 )
 
 func newBanWriter(m *Monitor) *banWriter {
-	return &banWriter{m: m, pending: make(map[netip.Prefix]*banOp), spare: make(map[netip.Prefix]*banOp), wake: make(chan struct{}, 1)}
+	due := time.NewTimer(time.Hour)
+	due.Stop()
+	return &banWriter{m: m, pending: make(map[netip.Prefix]*banOp), spare: make(map[netip.Prefix]*banOp),
+		wake: make(chan struct{}, 1), due: due}
 }
 
 func (w *banWriter) queue(p netip.Prefix, op *banOp) {
@@ -59,10 +77,25 @@ func (w *banWriter) queue(p netip.Prefix, op *banOp) {
 		old.done <- nil // superseded by a newer decision
 		old.done = nil
 	}
+	// While the store is down, the retry timer drives the rounds.
+	first := len(w.pending) == 0 && !w.down
+	gather := gatherFor
+	if first {
+		now := time.Now()
+		if now.Sub(w.lastRound) < denseRounds {
+			gather = gatherDense
+		}
+		w.lastRound = now
+	}
 	w.pending[p] = op
 	w.urgent = w.urgent || op.done != nil
 	w.mu.Unlock()
-	w.poke()
+	switch {
+	case op.done != nil:
+		w.poke()
+	case first:
+		w.due.Reset(gather)
+	}
 }
 
 func (w *banWriter) poke() {
@@ -112,12 +145,12 @@ func (w *banWriter) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-w.wake:
-			urgent := w.takeUrgent()
-			if retry != nil && !urgent {
-				continue // backing off; the timer will flush
+			if !w.takeUrgent() && retry != nil {
+				continue // backing off; the retry timer will flush
 			}
-			if !urgent && !w.m.gather(ctx, gatherFor) {
-				return
+		case <-w.due.C:
+			if retry != nil {
+				continue
 			}
 		case <-retry:
 			retry = nil
@@ -223,7 +256,18 @@ func (w *banWriter) writeBatch(ctx context.Context, ops []*banOp) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 	defer cancel()
-	if err := m.store.(BatchBans).PutBans(ctx, bans); err != nil {
+	var err error
+	rw, ok := m.store.(RoundWriter)
+	if cops := m.counters.takeRound(ok); len(cops) > 0 {
+		keys, windows := m.counters.keys(cops)
+		var counts []int64
+		var incrErr error
+		counts, err, incrErr = rw.WriteRound(ctx, bans, keys, windows)
+		m.counters.finishRound(cops, counts, incrErr)
+	} else {
+		err = m.store.(BatchBans).PutBans(ctx, bans)
+	}
+	if err != nil {
 		m.met.storeErrors.WithLabelValues("put_ban").Inc()
 		err = fmt.Errorf("intrusion: store %d bans: %w", len(bans), err)
 		for _, op := range ops {
@@ -292,7 +336,9 @@ type counterShard struct {
 	mu   sync.Mutex
 	ops  []counterOp
 	busy bool // a taken round is being written (tests wait for it to end)
-	wake chan struct{}
+	// due fires gatherCounters after the first update of a round; the
+	// enqueuing goroutine arms it, so the worker wakes once per round.
+	due *time.Timer
 }
 
 type counterKind uint8
@@ -316,7 +362,9 @@ const maxCounterQueue = 100_000
 func newCounterWorkers(m *Monitor, n int) *counterWorkers {
 	c := &counterWorkers{m: m, seed: maphash.MakeSeed()}
 	for range n {
-		c.shards = append(c.shards, &counterShard{wake: make(chan struct{}, 1)})
+		due := time.NewTimer(time.Hour)
+		due.Stop()
+		c.shards = append(c.shards, &counterShard{due: due})
 	}
 	return c
 }
@@ -329,11 +377,12 @@ func (c *counterWorkers) enqueue(op counterOp) {
 		c.m.met.storeErrors.WithLabelValues("overflow").Inc()
 		return
 	}
+	// A round being written has emptied ops: the next one starts now.
+	first := len(s.ops) == 0
 	s.ops = append(s.ops, op)
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if first {
+		s.due.Reset(gatherCounters)
 	}
 }
 
@@ -351,12 +400,14 @@ func (c *counterWorkers) runShard(ctx context.Context, s *counterShard) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.wake:
-		}
-		if !c.m.gather(ctx, gatherCounters) {
-			return
+		case <-s.due.C:
 		}
 		s.mu.Lock()
+		if s.busy { // the ban writer sends a round of ours: keep the order
+			s.mu.Unlock()
+			s.due.Reset(gatherCounters)
+			continue
+		}
 		batch, s.ops = s.ops, batch[:0]
 		s.busy = len(batch) > 0
 		s.mu.Unlock()
@@ -379,12 +430,63 @@ func (c *counterWorkers) runShard(ctx context.Context, s *counterShard) {
 	}
 }
 
+// takeRound takes the updates waiting for the only worker, for the ban
+// writer's round (when the store is a RoundWriter: can), unless the worker
+// is writing a round itself, or a reset waits (its order against the
+// worker's round would not be kept), or they would not fit one call.
+func (c *counterWorkers) takeRound(can bool) []counterOp {
+	if !can || len(c.shards) != 1 {
+		return nil
+	}
+	s := c.shards[0]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy || len(s.ops) == 0 || len(s.ops) > chunkSize {
+		return nil
+	}
+	for _, op := range s.ops {
+		if op.reset() {
+			return nil
+		}
+	}
+	ops := s.ops
+	s.ops, s.busy = nil, true
+	s.due.Stop() // the worker has nothing left to write
+	return ops
+}
+
+// finishRound takes the results of updates sent by takeRound's caller.
+func (c *counterWorkers) finishRound(ops []counterOp, counts []int64, err error) {
+	if err != nil || len(counts) != len(ops) {
+		c.m.met.storeErrors.WithLabelValues("incr").Add(float64(len(ops)))
+	} else {
+		for i, op := range ops {
+			c.result(op, counts[i])
+		}
+	}
+	s := c.shards[0]
+	s.mu.Lock()
+	s.busy = false
+	s.mu.Unlock()
+}
+
+func (c *counterWorkers) keys(ops []counterOp) ([]string, []time.Duration) {
+	keys := make([]string, len(ops))
+	windows := make([]time.Duration, len(ops))
+	for i, op := range ops {
+		keys[i], windows[i] = c.key(op)
+	}
+	return keys, windows
+}
+
 func (c *counterWorkers) key(op counterOp) (string, time.Duration) {
 	if op.kind == opEscalate {
 		return escalationKey(op.prefix), c.m.cfg.EscalationWindow
 	}
 	return strikeKey(op.prefix), c.m.cfg.StrikeWindow
 }
+
+func (op counterOp) reset() bool { return op.kind == opReset }
 
 func (c *counterWorkers) one(ctx context.Context, op counterOp) {
 	m := c.m
@@ -404,29 +506,33 @@ func (c *counterWorkers) one(ctx context.Context, op counterOp) {
 	c.result(op, n)
 }
 
+// batch sends ops in order: the increments between two resets in one
+// IncrMany, each reset on its own.
 func (c *counterWorkers) batch(ctx context.Context, bb BatchBans, ops []counterOp) {
-	var incr []counterOp
-	keys := make([]string, 0, len(ops))
-	windows := make([]time.Duration, 0, len(ops))
-	for _, op := range ops {
-		if op.kind == opReset {
-			c.one(ctx, op)
-			continue
+	for len(ops) > 0 {
+		n := 0
+		for n < len(ops) && !ops[n].reset() {
+			n++
 		}
-		k, w := c.key(op)
-		incr = append(incr, op)
-		keys = append(keys, k)
-		windows = append(windows, w)
+		if n > 0 {
+			c.incrMany(ctx, bb, ops[:n])
+		}
+		if n < len(ops) {
+			c.one(ctx, ops[n])
+			n++
+		}
+		ops = ops[n:]
 	}
-	if len(incr) == 0 {
-		return
-	}
+}
+
+func (c *counterWorkers) incrMany(ctx context.Context, bb BatchBans, ops []counterOp) {
+	keys, windows := c.keys(ops)
 	ns, err := bb.IncrMany(ctx, keys, windows)
-	if err != nil || len(ns) != len(incr) {
-		c.m.met.storeErrors.WithLabelValues("incr").Add(float64(len(incr)))
+	if err != nil || len(ns) != len(ops) {
+		c.m.met.storeErrors.WithLabelValues("incr").Add(float64(len(ops)))
 		return
 	}
-	for i, op := range incr {
+	for i, op := range ops {
 		c.result(op, ns[i])
 	}
 }
@@ -441,11 +547,20 @@ func (c *counterWorkers) result(op counterOp, n int64) {
 }
 
 // gatherFor is how long the ban writer waits after the first item of a
-// round so that the items of the next events join it: under a flood one
-// round trip then carries a few milliseconds' worth of bans instead of one
-// or two. It delays only sharing with the cluster, never the local ban.
-// Operator calls (urgent) skip it.
+// round so that the items of the next events join it. It delays only
+// sharing with the cluster, never the local ban. Operator calls (urgent)
+// skip it.
 const gatherFor = time.Millisecond
+
+// gatherDense replaces gatherFor while bans come in a flood (the previous
+// round started less than denseRounds before): one round trip then carries
+// 5 ms worth of bans instead of one or two. Each round costs the writer's
+// timer, the round trip and the ban feed's echo (two goroutine hops), so
+// rounds, not bans, are what the store path costs in CPU.
+const (
+	gatherDense = 5 * time.Millisecond
+	denseRounds = 20 * time.Millisecond
+)
 
 // gatherCounters is the same wait for the shared strike and escalation
 // counters. They are most of the store traffic (threshold-1 strikes per
@@ -455,18 +570,6 @@ const gatherFor = time.Millisecond
 // a timer, a wake-up and a round trip. A cluster-wide count (an attacker
 // spreading attempts over servers) is late by at most this much.
 const gatherCounters = 10 * time.Millisecond
-
-// gather waits d, or reports false when ctx ends first.
-func (m *Monitor) gather(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
 
 // chunkSize is how many store calls share one deadline.
 const chunkSize = 256
