@@ -1,20 +1,14 @@
 package finder
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,95 +187,10 @@ func benchEnvs() [][]byte {
 	return envs
 }
 
-// closedLoop runs job.Clients goroutines, each a session after the other.
-// For the peak rate they beat event loops (one per core): the runtime's
-// netpoller batches their wake-ups across the client's threads.
-func closedLoop(job clientJob) clientResult {
-	watchdog := time.AfterFunc(10*time.Minute, func() { panic("benchmark client: hung for 10 minutes") })
-	defer watchdog.Stop()
-	envs := benchEnvs()
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range job.Clients {
-		wg.Go(func() {
-			buf := make([]byte, 512)
-			for i := next.Add(1); i <= int64(job.N); i = next.Add(1) {
-				if err := leanCall(job.Addr, envs[i%int64(len(envs))], buf); err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-				}
-			}
-		})
-	}
-	wg.Wait()
-	res := clientResult{Seconds: time.Since(start).Seconds(), Failed: failed.Load()}
-	if e, ok := firstErr.Load().(string); ok {
-		res.FirstErr = e
-	}
-	return res
-}
-
 var (
-	// Asterisk sets no keep-alive; Go's default would cost the client four
-	// setsockopt calls per session.
-	leanDialer   = net.Dialer{KeepAlive: -1}
 	replies200   = []byte("200 result=1\n200 result=1\n200 result=1\n")
 	statusPrefix = []byte(`SET VARIABLE "dialStatus" "`)
 )
-
-// leanCall is one session: it sends env, answers every command line with
-// "200 result=1" and checks that dialStatus was LOCAL or REMOTE.
-func leanCall(addr string, env, buf []byte) error {
-	c, err := leanDialer.Dial("tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if _, err := c.Write(env); err != nil {
-		return err
-	}
-	ok := false
-	n := 0
-	for {
-		m, err := c.Read(buf[n:])
-		n += m
-		lines := 0
-		for {
-			i := bytes.IndexByte(buf[:n], '\n')
-			if i < 0 {
-				break
-			}
-			if st, found := bytes.CutPrefix(buf[:i], statusPrefix); found {
-				ok = string(st) == StatusLocal+`"` || string(st) == StatusRemote+`"`
-				if !ok {
-					return fmt.Errorf("dialStatus %s", st)
-				}
-			}
-			lines++
-			n = copy(buf, buf[i+1:n])
-		}
-		if lines > 0 {
-			if _, err := c.Write(replies200[:13*min(lines, 3)]); err != nil {
-				return err
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			if !ok {
-				return errors.New("session ended without dialStatus")
-			}
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if n == len(buf) {
-			return errors.New("line longer than the buffer")
-		}
-	}
-}
 
 // report prints what the server, the client and Redis spent.
 func reportRun(b *testing.B, n int, res clientResult, server, client, redis time.Duration) {
