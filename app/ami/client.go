@@ -322,13 +322,13 @@ type coalescer struct {
 	d          time.Duration
 	prev, last time.Time // when the last two reads returned
 	full       bool      // the last read filled its buffer
-	// now and sleep are time.Now and time.Sleep; tests pass fakes.
+	// now and sleep are time.Now and threadSleep; tests pass fakes.
 	now   func() time.Time
 	sleep func(time.Duration)
 }
 
 func newCoalescer(r io.Reader, d time.Duration) *coalescer {
-	return &coalescer{r: r, d: d, now: time.Now, sleep: time.Sleep}
+	return &coalescer{r: r, d: d, now: time.Now, sleep: threadSleep}
 }
 
 func (c *coalescer) Read(b []byte) (int, error) {
