@@ -13,17 +13,19 @@ import (
 // concurrent use) in one goroutine, and batches adds and deletes: whatever
 // queued up while the previous netlink call ran goes out in one call. No
 // timer is involved, so a lone ban is applied at once and a flood is
-// applied in large batches. applyNow lets HandleBatch make the call itself
-// when the queue is idle, saving the hand-off to the queue's goroutine.
+// applied in large batches. hold and applyHeld let HandleBatch make the
+// call itself when the queue is idle, saving the hand-off to the queue's
+// goroutine.
 type fwQueue struct {
 	m    *Monitor
 	mu   sync.Mutex
 	ops  []fwOp
+	held []fwOp // fresh bans of the batch HandleBatch is deciding (see hold)
 	wake chan struct{}
 	ctx  context.Context // run's, while it runs (under mu)
 
 	// call is held by whoever calls the firewall: the queue's goroutine
-	// from before it takes a batch until the batch is done, or applyNow.
+	// from before it takes a batch until the batch is done, or applyHeld.
 	call sync.Mutex
 
 	// hmu guards the kernel's health as the queue sees it: fails counts
@@ -74,9 +76,27 @@ func newFWQueue(m *Monitor) *fwQueue {
 
 func (q *fwQueue) push(op fwOp) {
 	q.mu.Lock()
+	q.flushHeldLocked()
 	q.ops = append(q.ops, op)
 	q.mu.Unlock()
 	q.poke()
+}
+
+// flushHeldLocked queues the held fresh bans: anything queued after them
+// was decided after them and must run after them.
+func (q *fwQueue) flushHeldLocked() {
+	if len(q.held) > 0 {
+		q.ops = append(q.ops, q.held...)
+		q.held = q.held[:0]
+	}
+}
+
+// hold keeps a fresh ban back for applyHeld, which HandleBatch calls at the
+// end of its batch; an operation pushed meanwhile queues it first.
+func (q *fwQueue) hold(op fwOp) {
+	q.mu.Lock()
+	q.held = append(q.held, op)
+	q.mu.Unlock()
 }
 
 func (q *fwQueue) poke() {
@@ -86,22 +106,24 @@ func (q *fwQueue) poke() {
 	}
 }
 
-// applyNow applies fresh bans on the calling goroutine when the queue is
-// idle: nothing queued and no call running. Otherwise they join the queue,
-// behind what is there. Taking the call lock before a batch (in run) and
-// only when nothing is queued (here) keeps every operation in queue order.
-func (q *fwQueue) applyNow(ops []fwOp) {
-	if len(ops) == 0 {
+// applyHeld applies the held fresh bans on the calling goroutine when the
+// queue is idle: nothing queued and no call running. Otherwise they join
+// the queue. Taking the call lock before a batch (in run) and only when
+// nothing is queued (here) keeps every operation in the order decided.
+func (q *fwQueue) applyHeld() {
+	q.mu.Lock()
+	if len(q.held) == 0 {
+		q.mu.Unlock()
 		return
 	}
-	q.mu.Lock()
 	if q.ctx == nil || q.ctx.Err() != nil || len(q.ops) > 0 || !q.call.TryLock() {
-		q.ops = append(q.ops, ops...)
+		q.flushHeldLocked()
 		q.mu.Unlock()
 		q.poke()
 		return
 	}
-	ctx := q.ctx
+	ops, ctx := q.held, q.ctx
+	q.held = nil
 	q.mu.Unlock()
 	defer q.call.Unlock()
 	for len(ops) > 0 {
@@ -206,6 +228,7 @@ func (q *fwQueue) failCalls(err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.ctx = nil
+	q.flushHeldLocked()
 	for _, op := range q.ops {
 		if op.done != nil {
 			op.done <- err

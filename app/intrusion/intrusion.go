@@ -72,7 +72,7 @@ type Monitor struct {
 	bans    map[netip.Prefix]*localBan // what this server enforces
 	seq     uint64                     // bumped on every change of bans
 	listGen uint64                     // bumped by every reconcile
-	fresh   *[]fwOp                    // set while HandleBatch decides: its firewall adds
+	batch   bool                       // HandleBatch is deciding (its fresh bans are held)
 
 	fwq      *fwQueue
 	writer   *banWriter
@@ -194,19 +194,18 @@ func (m *Monitor) HandleBatch(evs []ami.SecurityEvent) {
 		return
 	}
 	recv := m.clock.Now()
-	var fresh []fwOp
 	for _, ev := range evs {
 		addr, trusted, ok := m.admit(ev)
 		if !ok {
 			continue
 		}
 		m.mu.Lock()
-		m.fresh = &fresh
+		m.batch = true
 		m.failedLocked(ev, addr, trusted, recv)
-		m.fresh = nil
+		m.batch = false
 		m.mu.Unlock()
 	}
-	m.fwq.applyNow(fresh)
+	m.fwq.applyHeld()
 }
 
 // admit counts ev and returns its source if ev is a failure to count;
@@ -390,8 +389,8 @@ func (m *Monitor) setBanLocked(b state.Ban, confirmed bool, recv time.Time) {
 	m.seq++
 	m.bans[b.Prefix] = &localBan{ban: b, seq: m.seq, confirmed: confirmed}
 	op := fwOp{kind: fwAdd, prefix: b.Prefix, expires: b.Expires, recv: recv}
-	if m.fresh != nil {
-		*m.fresh = append(*m.fresh, op)
+	if m.batch {
+		m.fwq.hold(op)
 		return
 	}
 	m.fwq.push(op)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/asterisksupport/doorman/app/ami"
 	"github.com/asterisksupport/doorman/app/state"
+	"github.com/asterisksupport/doorman/firewall"
 )
 
 func TestFirstFailureBansTemporarily(t *testing.T) {
@@ -637,5 +638,26 @@ func TestCounterResetAfterIncrement(t *testing.T) {
 	h.settle()
 	if n := store.counter(strikeKey(p)); n != 0 {
 		t.Fatalf("strikes after increment then reset = %d, want 0", n)
+	}
+}
+
+// A fresh ban held by a batch and a delete of the same prefix pushed before
+// the batch ends reach the firewall in the order decided: add, then delete.
+// Before the hold list lived in the queue, the delete ran first and the
+// batch then re-added a prefix the monitor no longer banned.
+func TestHeldBanKeepsOrder(t *testing.T) {
+	h := startMonitor(t, testConfig())
+	h.settle()
+	p := pfx("203.0.113.50/32")
+	q := h.m.fwq
+	q.hold(fwOp{kind: fwAdd, prefix: p, expires: h.clock.Now().Add(time.Minute), recv: h.clock.Now()})
+	q.del(p) // e.g. an unban from the feed while the batch is being decided
+	q.applyHeld()
+	// A marker behind both: once it has run, so have they.
+	if err := q.do(context.Background(), func(context.Context, firewall.Firewall) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if in, _ := h.fw.has(p); in {
+		t.Fatalf("%s in the firewall: the held add ran after the later delete", p)
 	}
 }
