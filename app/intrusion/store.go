@@ -88,10 +88,13 @@ func (w *banWriter) queue(p netip.Prefix, op *banOp) {
 		w.lastRound = now
 	}
 	w.pending[p] = op
-	w.urgent = w.urgent || op.done != nil
+	// Read under the lock: once op is pending, a round may take it and
+	// clear op.done (requeue) at any time.
+	waiting := op.done != nil
+	w.urgent = w.urgent || waiting
 	w.mu.Unlock()
 	switch {
-	case op.done != nil:
+	case waiting:
 		w.poke()
 	case first:
 		w.due.Reset(gather)
