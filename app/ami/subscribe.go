@@ -61,29 +61,7 @@ type eventFunc struct{ f func(*Message) }
 
 // onEvent registers f, called by the reader with every server event.
 func (h *hub) onEvent(f func(*Message)) func() {
-	e := &eventFunc{f: f}
-	h.mu.Lock()
-	var funcs []*eventFunc
-	if old := h.funcs.Load(); old != nil {
-		funcs = append(funcs, *old...)
-	}
-	funcs = append(funcs, e)
-	h.funcs.Store(&funcs)
-	h.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			h.mu.Lock()
-			var funcs []*eventFunc
-			for _, o := range *h.funcs.Load() {
-				if o != e {
-					funcs = append(funcs, o)
-				}
-			}
-			h.funcs.Store(&funcs)
-			h.mu.Unlock()
-		})
-	}
+	return register(&h.mu, &h.funcs, &eventFunc{f: f})
 }
 
 // endFunc is one OnBatchEnd registration; its address is its identity.
@@ -92,27 +70,33 @@ type endFunc struct{ f func() }
 // onBatchEnd registers f, called by the reader when it has delivered
 // every event read so far.
 func (h *hub) onBatchEnd(f func()) func() {
-	e := &endFunc{f: f}
-	h.mu.Lock()
-	var ends []*endFunc
-	if old := h.ends.Load(); old != nil {
-		ends = append(ends, *old...)
+	return register(&h.mu, &h.ends, &endFunc{f: f})
+}
+
+// register adds e to the copy-on-write list at p (changed under mu, read
+// by the reader without a lock) and returns the function that removes it,
+// once.
+func register[T any](mu *sync.Mutex, p *atomic.Pointer[[]*T], e *T) func() {
+	mu.Lock()
+	var list []*T
+	if old := p.Load(); old != nil {
+		list = append(list, *old...)
 	}
-	ends = append(ends, e)
-	h.ends.Store(&ends)
-	h.mu.Unlock()
+	list = append(list, e)
+	p.Store(&list)
+	mu.Unlock()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			h.mu.Lock()
-			var ends []*endFunc
-			for _, o := range *h.ends.Load() {
+			mu.Lock()
+			var list []*T
+			for _, o := range *p.Load() {
 				if o != e {
-					ends = append(ends, o)
+					list = append(list, o)
 				}
 			}
-			h.ends.Store(&ends)
-			h.mu.Unlock()
+			p.Store(&list)
+			mu.Unlock()
 		})
 	}
 }
