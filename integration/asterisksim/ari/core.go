@@ -12,9 +12,9 @@ import (
 // astdb-like Stasis: states and an event feed delivered outside its lock.
 type Core struct {
 	info Info
-	eps  []Endpoint
 
 	mu      sync.Mutex
+	eps     []Endpoint
 	devices map[string]string // real devices, e.g. PJSIP/1001
 	stasis  map[string]string // "Stasis:1001" -> state
 	subs    map[int]func(Event)
@@ -36,6 +36,8 @@ func (c *Core) Info() Info { return c.info }
 
 // Endpoints implements Backend.
 func (c *Core) Endpoints() []Endpoint {
+	c.mu.Lock() // the handler tests' fake changes endpoint states
+	defer c.mu.Unlock()
 	out := make([]Endpoint, len(c.eps))
 	for i, e := range c.eps {
 		e.ChannelIDs = []string{}
