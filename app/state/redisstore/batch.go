@@ -118,12 +118,9 @@ func (s *Store) WriteRound(ctx context.Context, bans []state.Ban, keys []string,
 		}
 		return counts, putErr, incrErr
 	}
-	norm := make([]state.Ban, len(bans))
-	for i, b := range bans {
-		if err := b.Validate(); err != nil {
-			return nil, fmt.Errorf("redisstore: put: %w", err), nil
-		}
-		norm[i] = normalizeBan(b)
+	norm, err := normalizeBans(bans)
+	if err != nil {
+		return nil, err, nil
 	}
 	pks, pargs, err := s.putBansArgs(norm)
 	if err != nil {
@@ -159,12 +156,9 @@ func (s *Store) WriteRound(ctx context.Context, bans []state.Ban, keys []string,
 // message per batchMax bans. Nothing is written if a ban is invalid; on a
 // store error the bans of earlier calls stay stored (and published).
 func (s *Store) PutBans(ctx context.Context, bans []state.Ban) error {
-	norm := make([]state.Ban, len(bans))
-	for i, b := range bans {
-		if err := b.Validate(); err != nil {
-			return fmt.Errorf("redisstore: put: %w", err)
-		}
-		norm[i] = normalizeBan(b)
+	norm, err := normalizeBans(bans)
+	if err != nil {
+		return err
 	}
 	for len(norm) > 0 {
 		n := min(len(norm), batchMax)
@@ -204,6 +198,18 @@ func (s *Store) putBansArgs(bans []state.Ban) ([]string, []any, error) {
 	}
 	ks = append(ks, s.k.bans())
 	return ks, args, nil
+}
+
+// normalizeBans validates bans and returns their stored forms.
+func normalizeBans(bans []state.Ban) ([]state.Ban, error) {
+	norm := make([]state.Ban, len(bans))
+	for i, b := range bans {
+		if err := b.Validate(); err != nil {
+			return nil, fmt.Errorf("redisstore: put: %w", err)
+		}
+		norm[i] = normalizeBan(b)
+	}
+	return norm, nil
 }
 
 // normalizeBan is the stored form of a valid ban: masked prefix, no
