@@ -103,15 +103,16 @@ func newLoop(ap netip.AddrPort, job clientJob) (*loop, error) {
 		return nil, fmt.Errorf("client: %s: IPv4 only", ap)
 	}
 	l := &loop{job: job, sa: &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()},
-		live: map[int]*session{}, ep: -1, tfd: -1, envs: benchEnvs(),
-		interval: time.Second / time.Duration(max(job.Rate, 1))}
-	if job.Rate > 0 {
-		l.lat, l.lag = make([]time.Duration, job.N), make([]time.Duration, job.N)
-	}
+		live: map[int]*session{}, ep: -1, tfd: -1, envs: benchEnvs()}
 	var err error
 	if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("client: epoll: %w", err)
 	}
+	if job.Rate == 0 {
+		return l, nil // closed loop: no schedule
+	}
+	l.interval = time.Second / time.Duration(job.Rate)
+	l.lat, l.lag = make([]time.Duration, job.N), make([]time.Duration, job.N)
 	if l.tfd, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC); err == nil {
 		err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, l.tfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.tfd)})
 	}
