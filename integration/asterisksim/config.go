@@ -37,6 +37,11 @@ type Config struct {
 	SecurityLogPath string // the logger.conf "security => security" file; "" disables it
 	MessagesLogPath string // the "messages" log (only the NOTICE lines of failed logins); "" disables it
 	StateDir        string // where Stasis: device states persist (like astdb); "" keeps them in memory only
+	// TraceDevices records every device state the core stores, with the
+	// time, for GET /control/devicetrace: a benchmark in other processes
+	// reads there when a change was raised and when a Stasis: state was
+	// applied.
+	TraceDevices bool
 
 	// AuthFailDelay is how long a failed AMI login waits before its reply
 	// (Asterisk: 1 s). 0 means 1 s; a negative value means no delay.

@@ -73,6 +73,17 @@ func (s *Sim) controlHandler() http.Handler {
 		d := r.URL.Query().Get("device")
 		writeJSON(w, map[string]string{"device": d, "state": s.DeviceState(d)})
 	})
+	mux.HandleFunc("GET /control/devicetrace", func(w http.ResponseWriter, r *http.Request) {
+		if !s.cfg.TraceDevices {
+			httpError(w, http.StatusNotFound, errors.New("asterisksim: device trace off (Config.TraceDevices, -trace-devices)"))
+			return
+		}
+		t := s.core.takeTrace()
+		if t == nil {
+			t = []DeviceChange{}
+		}
+		writeJSON(w, t)
+	})
 	mux.HandleFunc("POST /control/restart", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.Restart(context.WithoutCancel(r.Context())); err != nil {
 			httpError(w, http.StatusInternalServerError, err)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	zagi "github.com/zaf/agi"
 )
@@ -120,5 +121,52 @@ func TestStartAGI(t *testing.T) {
 	// Nothing listening: FAILURE with an error.
 	if _, err := s.StartAGI(context.Background(), AGIRequest{Addr: "127.0.0.1:1", Script: "dialLocal"}); err == nil {
 		t.Error("AGI to a closed port did not fail")
+	}
+}
+
+// TestControlDeviceTrace: with TraceDevices, every stored device state
+// (a raised PJSIP/ one and a Stasis: PUT) is listed once, with its time;
+// without it the endpoint says it is off.
+func TestControlDeviceTrace(t *testing.T) {
+	trace := func(s *Sim) (int, []DeviceChange) {
+		t.Helper()
+		r, err := http.Get("http://" + s.ControlAddr() + "/control/devicetrace")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		var out []DeviceChange
+		if r.StatusCode == http.StatusOK {
+			if err := json.NewDecoder(r.Body).Decode(&out); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return r.StatusCode, out
+	}
+	cfg := testConfig(t)
+	cfg.ControlAddr = "127.0.0.1:0"
+	if code, _ := trace(startSim(t, cfg)); code != http.StatusNotFound {
+		t.Errorf("trace off: status %d, want 404", code)
+	}
+	cfg.TraceDevices = true
+	s := startSim(t, cfg)
+	before := time.Now().UnixNano()
+	if err := s.SetDeviceState("PJSIP/1001", "RINGING"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Backend().SetStasisState("Stasis:1001", "INUSE"); err != nil {
+		t.Fatal(err)
+	}
+	code, got := trace(s)
+	if code != http.StatusOK || len(got) != 2 {
+		t.Fatalf("trace: status %d, %+v; want the two states", code, got)
+	}
+	for i, want := range []DeviceChange{{Device: "PJSIP/1001", State: "RINGING"}, {Device: "Stasis:1001", State: "INUSE"}} {
+		if got[i].Device != want.Device || got[i].State != want.State || got[i].At < before || got[i].At > time.Now().UnixNano() {
+			t.Errorf("trace[%d] = %+v, want %s %s at a time of this test", i, got[i], want.Device, want.State)
+		}
+	}
+	if _, again := trace(s); len(again) != 0 {
+		t.Errorf("second read = %+v, want nothing new", again)
 	}
 }

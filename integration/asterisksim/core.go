@@ -63,6 +63,7 @@ type core struct {
 	hintStasis map[string]string     // "Stasis:x" -> last value the hints saw (survives DELETE)
 	extLast    map[string]int        // extension -> last reported extension state
 	calls      map[string]*pjsipCall // Call-ID -> outgoing call of an Originate (calls.go)
+	trace      []DeviceChange        // Config.TraceDevices: states stored since the last TakeTrace
 
 	// localCtx is the context of the running simulator (nil while it is
 	// stopped): the Local channels of Originates (originate.go) end with
@@ -261,6 +262,9 @@ func (c *core) deviceStateLocked(name string) string {
 // the hint updates. always forces the event even if the state is unchanged
 // (a Stasis PUT always publishes).
 func (c *core) setDeviceLocked(name, state string, always bool) {
+	if c.cfg.TraceDevices {
+		c.trace = append(c.trace, DeviceChange{Device: name, State: state, At: c.now().UnixNano()})
+	}
 	old := c.deviceStateLocked(name)
 	switch {
 	case strings.HasPrefix(name, "Stasis:"):
@@ -279,6 +283,22 @@ func (c *core) setDeviceLocked(name, state string, always bool) {
 		ari: &ari.Event{Kind: "DeviceStateChanged", Time: c.now(), Device: name, State: state},
 	})
 	c.updateHintsLocked(name)
+}
+
+// DeviceChange is one device state the core stored (Config.TraceDevices).
+type DeviceChange struct {
+	Device string `json:"device"`
+	State  string `json:"state"`
+	At     int64  `json:"at"` // unix nanoseconds
+}
+
+// takeTrace returns the device states stored since the last call.
+func (c *core) takeTrace() []DeviceChange {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.trace
+	c.trace = nil
+	return t
 }
 
 // SetDeviceState sets a device's state as a call (PJSIP/<ext>: RINGING,

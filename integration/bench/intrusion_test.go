@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asterisksupport/doorman/integration/asterisksim/sipua"
 	"github.com/asterisksupport/doorman/integration/harness"
 	"github.com/asterisksupport/doorman/integration/measure"
 )
@@ -182,37 +183,14 @@ func (r *rig) cpuPer10k(w *setWatch, srv *harness.Host, comm string, first netip
 	}
 	rcpu0, _ := cpuSeconds(rpid)
 	cs0 := ctxSwitches(pid)
-	var failures, errs atomic.Int64
-	answered := make([]int, len(ps))
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for i := 0; i < workers; i++ {
-		wg.Go(func() {
-			for i := range work {
-				for k := 0; k < each; k++ {
-					ok, _, err := fail(ps[i], true)
-					if err != nil {
-						errs.Add(1)
-					}
-					if ok && err == nil {
-						failures.Add(1)
-						answered[i]++
-					}
-				}
-			}
-		})
-	}
 	var m0 map[string]float64
 	if comm == "doorman" {
 		m0, _ = r.metrics()
 	}
 	stopPerf := r.perf(pid, comm+"-cpu")
 	start := time.Now()
-	for i := range ps {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	var failures, errs atomic.Int64
+	answered := flood(ps, each, workers, &failures, &errs)
 	want := map[netip.Addr]bool{}
 	for _, a := range srcs {
 		want[a] = true
@@ -269,6 +247,37 @@ func (r *rig) cpuPer10k(w *setWatch, srv *harness.Host, comm string, first netip
 		r.tb.Fatalf("bench: no failed attempt answered by %s", srv.Name)
 	}
 	return (cpu1 - cpu0) * 10000 / f, (rcpu1 - rcpu0) * 10000 / f
+}
+
+// flood has workers make each failed attempts (new dialogs) from every
+// phone, as fast as the server answers, counting the answered ones (per
+// phone and in failures) and the errors.
+func flood(ps []*sipua.Phone, each, workers int, failures, errs *atomic.Int64) []int {
+	answered := make([]int, len(ps))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := range work {
+				for range each {
+					ok, _, err := fail(ps[i], true)
+					if err != nil {
+						errs.Add(1)
+					}
+					if ok && err == nil {
+						failures.Add(1)
+						answered[i]++
+					}
+				}
+			}
+		})
+	}
+	for i := range ps {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return answered
 }
 
 // restore preloads n permanent bans into Redis, empties the kernel table,
@@ -453,7 +462,7 @@ func BenchmarkIntrusionCPU(b *testing.B) {
 	for i, first := range []string{"198.18.72.0", "198.18.76.0", "198.18.80.0"} {
 		cpu, redisCPU := r.cpuPer10k(dmSet, r.dm, "doorman", netip.MustParseAddr(first))
 		r.logf("round %d: doorman CPU-s per 10,000 failed attempts: %.3f (+ redis %.3f)", i+1, cpu, redisCPU)
-		cpus = append(cpus, fmt.Sprintf("%.2f", cpu))
+		cpus = append(cpus, fmt.Sprintf("%.3f", cpu))
 		sum += cpu
 	}
 	// Under the flood, from receiving the event (after the read's
@@ -465,6 +474,53 @@ func BenchmarkIntrusionCPU(b *testing.B) {
 	b.StopTimer()
 	fmt.Printf("\ndoorman CPU-s per 10,000 failed attempts, three rounds: %s\n", strings.Join(cpus, ", "))
 	b.ReportMetric(sum/3, "doorman-cpu-s/10k")
+}
+
+// BenchmarkIntrusionFloor runs the attack of BenchmarkIntrusionCPU (1,000
+// sources, 5 failed attempts each, 8 at a time) against an agent with
+// every job off, which only reads and parses AMI (with the same 1 ms
+// coalescing), and reports its CPU per 10,000 failed attempts: the part of
+// the Intrusion Monitor's cost that no work on decisions, the store or the
+// firewall can remove. Nothing is banned, so every attempt is answered.
+func BenchmarkIntrusionFloor(b *testing.B) {
+	r := newRig(b)
+	r.noJobs = true
+	r.startAgent(5)
+	pid, err := pidOf(r.dm, "doorman")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	var cpus []string
+	var sum float64
+	for i, first := range []string{"198.18.72.0", "198.18.76.0", "198.18.80.0"} {
+		ps := r.phones(r.addAttackers(netip.MustParseAddr(first), 1000), r.dm, 2*time.Second)
+		cpu0, err := cpuSeconds(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cs0 := ctxSwitches(pid)
+		var failures, errs atomic.Int64
+		start := time.Now()
+		flood(ps, 5, 8, &failures, &errs)
+		took := time.Since(start)
+		cpu1, err := cpuSeconds(pid)
+		if err != nil {
+			b.Fatalf("bench: doorman gone during the run: %v", err)
+		}
+		f := float64(failures.Load())
+		if f == 0 || errs.Load() > 0 {
+			b.Fatalf("bench: %.0f failed attempts answered, %d errors", f, errs.Load())
+		}
+		cpu := (cpu1 - cpu0) * 10000 / f
+		r.logf("round %d: %.0f attempts in %s; AMI-only agent CPU-s per 10,000 failed attempts: %.3f; %.2f voluntary context switches per attempt",
+			i+1, f, took.Round(time.Millisecond), cpu, float64(ctxSwitches(pid)-cs0)/f)
+		cpus = append(cpus, fmt.Sprintf("%.3f", cpu))
+		sum += cpu
+	}
+	b.StopTimer()
+	fmt.Printf("\nAMI-only agent CPU-s per 10,000 failed attempts, three rounds: %s\n", strings.Join(cpus, ", "))
+	b.ReportMetric(sum/3, "ami-only-cpu-s/10k")
 }
 
 // BenchmarkIntrusionLatency runs only doorman's part of case (a) of
