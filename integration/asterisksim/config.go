@@ -38,7 +38,8 @@ type Config struct {
 	MessagesLogPath string // the "messages" log (only the NOTICE lines of failed logins); "" disables it
 	StateDir        string // where Stasis: device states persist (like astdb); "" keeps them in memory only
 	// TraceDevices records every device state the core stores, with the
-	// time, for GET /control/devicetrace: a benchmark in other processes
+	// time, for POST /control/devicetrace (which must be called, as
+	// nothing else forgets them): a benchmark in other processes
 	// reads there when a change was raised and when a Stasis: state was
 	// applied.
 	TraceDevices bool

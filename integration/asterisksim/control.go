@@ -73,7 +73,7 @@ func (s *Sim) controlHandler() http.Handler {
 		d := r.URL.Query().Get("device")
 		writeJSON(w, map[string]string{"device": d, "state": s.DeviceState(d)})
 	})
-	mux.HandleFunc("GET /control/devicetrace", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /control/devicetrace", func(w http.ResponseWriter, r *http.Request) {
 		if !s.cfg.TraceDevices {
 			httpError(w, http.StatusNotFound, errors.New("asterisksim: device trace off (Config.TraceDevices, -trace-devices)"))
 			return

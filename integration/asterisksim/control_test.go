@@ -130,7 +130,7 @@ func TestStartAGI(t *testing.T) {
 func TestControlDeviceTrace(t *testing.T) {
 	trace := func(s *Sim) (int, []DeviceChange) {
 		t.Helper()
-		r, err := http.Get("http://" + s.ControlAddr() + "/control/devicetrace")
+		r, err := http.Post("http://"+s.ControlAddr()+"/control/devicetrace", "application/json", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -63,7 +63,7 @@ type core struct {
 	hintStasis map[string]string     // "Stasis:x" -> last value the hints saw (survives DELETE)
 	extLast    map[string]int        // extension -> last reported extension state
 	calls      map[string]*pjsipCall // Call-ID -> outgoing call of an Originate (calls.go)
-	trace      []DeviceChange        // Config.TraceDevices: states stored since the last TakeTrace
+	trace      []DeviceChange        // Config.TraceDevices: states stored since the last takeTrace
 
 	// localCtx is the context of the running simulator (nil while it is
 	// stopped): the Local channels of Originates (originate.go) end with

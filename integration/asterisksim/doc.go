@@ -35,8 +35,8 @@
 //
 //	POST /control/devicestate  {"device":"PJSIP/1001","state":"RINGING"}  -> 204
 //	GET  /control/devicestate?device=PJSIP/1001                         -> {"device":..,"state":..}
-//	GET  /control/devicetrace   (with Config.TraceDevices)               -> [{"device":..,"state":..,"at":unix-ns}...]
-//	                            every state stored since the last call, then forgotten
+//	POST /control/devicetrace  (with Config.TraceDevices)               -> [{"device":..,"state":..,"at":unix-ns}...]
+//	                           takes every state stored since the last call: they are forgotten
 //	POST /control/restart                                               -> 204 (like Sim.Restart)
 //	GET  /control/contacts                                              -> [Contact...]
 //	GET  /control/info                                                  -> bound addresses

@@ -80,7 +80,7 @@ func (s *lampServer) setDevice(device, state string) error {
 // trace returns the device states the simulator stored since the last
 // call, and keeps the latest Stasis: ones in s.stasis.
 func (s *lampServer) trace() ([]asterisksim.DeviceChange, error) {
-	resp, err := s.ctl.Get("http://127.0.0.1:8089/control/devicetrace")
+	resp, err := s.ctl.Post("http://127.0.0.1:8089/control/devicetrace", "application/json", nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: device trace: %w", s.name, err)
 	}
@@ -207,7 +207,7 @@ func startLampBed(b *testing.B) ([]*lampServer, int) {
 // change's clock starts when the origin's simulator stores the device
 // state (raised through its control API) and stops when both other
 // simulators have stored the Stasis: state; both times are taken inside
-// the simulators (GET /control/devicetrace). CPU is the three agents' and
+// the simulators (POST /control/devicetrace). CPU is the three agents' and
 // Redis's, per change.
 func BenchmarkBLFProcesses(b *testing.B) {
 	servers, redisPid := startLampBed(b)
@@ -219,9 +219,12 @@ func BenchmarkBLFProcesses(b *testing.B) {
 		}
 		agents = append(agents, pid)
 	}
-	cpu := func() (sum float64) {
-		for _, pid := range agents {
-			c, _ := cpuSeconds(pid)
+	cpu := func(pids ...int) (sum float64) {
+		for _, pid := range pids {
+			c, err := cpuSeconds(pid)
+			if err != nil {
+				b.Fatal(err)
+			}
 			sum += c
 		}
 		return sum
@@ -229,14 +232,17 @@ func BenchmarkBLFProcesses(b *testing.B) {
 	seq := 0
 	for _, rate := range []float64{50} {
 		b.Run(fmt.Sprintf("rate=%v", rate), func(b *testing.B) {
-			cpu0 := cpu()
-			redis0, _ := cpuSeconds(redisPid)
+			if b.N > lampServers*lampPhones*3 {
+				// A change is matched by its phone and state: each may
+				// occur once per run.
+				b.Fatalf("bench: at most %d changes per run", lampServers*lampPhones*3)
+			}
+			cpu0, redis0 := cpu(agents...), cpu(redisPid)
 			start := time.Now()
 			raisedBy := lampChanges(b, servers, &seq, b.N, rate)
-			took := time.Since(start)
 			e2e, each := lampLatencies(b, servers, raisedBy)
-			cpu1 := cpu()
-			redis1, _ := cpuSeconds(redisPid)
+			took := time.Since(start) // until the last write arrived, as app/blf counts
+			cpu1, redis1 := cpu(agents...), cpu(redisPid)
 			b.ReportMetric(float64(b.N)/took.Seconds(), "changes/s")
 			b.ReportMetric((cpu1-cpu0)*1e6/float64(b.N), "agents_cpu_µs/change")
 			b.ReportMetric((redis1-redis0)*1e6/float64(b.N), "redis_cpu_µs/change")

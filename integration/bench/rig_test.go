@@ -350,13 +350,13 @@ func cpuSeconds(pid int) (float64, error) {
 	for _, i := range []int{16, 17} {
 		v, err := strconv.ParseFloat(f[i-3], 64)
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("bench: /proc/%d/stat field %d: %w", pid, i, err)
 		}
 		ticks += v
 	}
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	if err != nil || len(tasks) == 0 {
-		return 0, fmt.Errorf("bench: no threads of %d", pid)
+	if err != nil {
+		return 0, fmt.Errorf("bench: threads of %d: %w", pid, err)
 	}
 	var ns int64
 	for _, t := range tasks {
@@ -370,6 +370,9 @@ func cpuSeconds(pid int) (float64, error) {
 			return 0, fmt.Errorf("bench: %s: %w", t, err)
 		}
 		ns += v
+	}
+	if ns == 0 { // no threads, or a kernel without schedstats (it prints zeros)
+		return 0, fmt.Errorf("bench: no schedstat run time for %d", pid)
 	}
 	return float64(ns)/1e9 + ticks/100, nil // USER_HZ
 }

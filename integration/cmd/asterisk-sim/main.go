@@ -97,7 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.AuthFailDelay, "auth-fail-delay", time.Second, "delay before a failed AMI login reply")
 	fs.BoolVar(&cfg.PlainHints, "plain-hints", false, "hints PJSIP/<ext> instead of PJSIP/<ext>&Stasis:<ext>")
 	fs.BoolVar(&cfg.RemoveExisting, "remove-existing", false, "a new contact replaces the registered one (else 403)")
-	fs.BoolVar(&cfg.TraceDevices, "trace-devices", false, "record every device state stored, with its time, for GET /control/devicetrace")
+	fs.BoolVar(&cfg.TraceDevices, "trace-devices", false, "record every device state stored, with its time, taken by POST /control/devicetrace")
 	fs.DurationVar(&cfg.QualifyFrequency, "qualify", 0, "qualify contacts with OPTIONS this often (0: NonQualified)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
