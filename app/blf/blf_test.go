@@ -439,6 +439,10 @@ func TestBadDeviceInBurstDoesNotStopOthers(t *testing.T) {
 		for d := range 100 {
 			devs = append(devs, [2]string{fmt.Sprintf("PJSIP/%d", 4000+d), InUse})
 		}
+		// A phone that only the AMI listing has: once it is stored, the
+		// snapshot the failure triggers is done.
+		const listed = "PJSIP/4999"
+		devs = append(devs, [2]string{listed, NotInUse})
 		// The start-up snapshot found no devices; the one the failure
 		// triggers finds these.
 		eventually(t, "start-up snapshot", func() bool { return a.ami.actionCalls() >= 1 })
@@ -461,7 +465,9 @@ func TestBadDeviceInBurstDoesNotStopOthers(t *testing.T) {
 		// A batch with the bad state stores the others itself, not only
 		// through the snapshot the failure triggers. How the burst above
 		// was cut into batches depends on timing, so one batch is given
-		// here directly.
+		// here directly, after that snapshot (which replaces the server's
+		// states with the AMI listing, without these phones).
+		eventually(t, "the snapshot after the failure", func() bool { return storedNow(store, "a", listed) == NotInUse })
 		batch := []change{{device: "PJSIP/4990", state: Busy, src: time.Now()},
 			{device: "PJSIP/bad\x00name", state: InUse, src: time.Now()},
 			{device: "PJSIP/4991", state: Busy, src: time.Now()}}
