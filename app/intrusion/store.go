@@ -494,7 +494,7 @@ func (op counterOp) reset() bool { return op.kind == opReset }
 func (c *counterWorkers) one(ctx context.Context, op counterOp) {
 	m := c.m
 	key, window := c.key(op)
-	if op.kind == opReset {
+	if op.reset() {
 		if err := m.store.Reset(ctx, key); err != nil {
 			m.met.storeErrors.WithLabelValues("reset").Inc()
 		}

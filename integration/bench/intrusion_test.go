@@ -170,7 +170,7 @@ func (r *rig) beyond(srv *harness.Host, src netip.Addr, threshold int, newDialog
 // process spent per 10,000 answered failures (and Redis's, for doorman).
 func (r *rig) cpuPer10k(w *setWatch, srv *harness.Host, comm string, first netip.Addr) (float64, float64) {
 	r.tb.Helper()
-	const sources, each, workers = 1000, 5, 8
+	const sources, each, workers = floodSources, floodEach, floodWorkers
 	srcs := r.addAttackers(first, sources)
 	ps := r.phones(srcs, srv, 2*time.Second)
 	pid, err := pidOf(srv, comm)
@@ -248,6 +248,28 @@ func (r *rig) cpuPer10k(w *setWatch, srv *harness.Host, comm string, first netip
 		r.tb.Fatalf("bench: no failed attempt answered by %s", srv.Name)
 	}
 	return (cpu1 - cpu0) * 10000 / f, (rcpu1 - rcpu0) * 10000 / f
+}
+
+// The CPU attack (case c): floodEach failed attempts from each of
+// floodSources addresses, floodWorkers at a time, in each of three rounds
+// with fresh addresses from these blocks.
+const floodSources, floodEach, floodWorkers = 1000, 5, 8
+
+var floodRounds = []string{"198.18.72.0", "198.18.76.0", "198.18.80.0"}
+
+// cpuRounds runs round (which returns CPU-s per 10,000 failed attempts)
+// for each block of floodRounds, prints the three figures as what's and
+// reports their mean as metric.
+func cpuRounds(b *testing.B, what, metric string, round func(i int, first netip.Addr) float64) {
+	var cpus []string
+	var sum float64
+	for i, first := range floodRounds {
+		cpu := round(i, netip.MustParseAddr(first))
+		cpus = append(cpus, fmt.Sprintf("%.3f", cpu))
+		sum += cpu
+	}
+	fmt.Printf("\n%s CPU-s per 10,000 failed attempts, three rounds: %s\n", what, strings.Join(cpus, ", "))
+	b.ReportMetric(sum/3, metric)
 }
 
 // flood has workers make each failed attempts (new dialogs) from every
@@ -458,23 +480,17 @@ func BenchmarkIntrusionCPU(b *testing.B) {
 		c1, _ := cpuSeconds(pid)
 		r.logf("idle agent: %.1f ms CPU per second", (c1-c0)*1000/5)
 	}
-	var cpus []string
-	var sum float64
-	for i, first := range []string{"198.18.72.0", "198.18.76.0", "198.18.80.0"} {
-		cpu, redisCPU := r.cpuPer10k(dmSet, r.dm, "doorman", netip.MustParseAddr(first))
+	cpuRounds(b, "doorman", "doorman-cpu-s/10k", func(i int, first netip.Addr) float64 {
+		cpu, redisCPU := r.cpuPer10k(dmSet, r.dm, "doorman", first)
 		r.logf("round %d: doorman CPU-s per 10,000 failed attempts: %.3f (+ redis %.3f)", i+1, cpu, redisCPU)
-		cpus = append(cpus, fmt.Sprintf("%.3f", cpu))
-		sum += cpu
-	}
+		return cpu
+	})
 	// Under the flood, from receiving the event (after the read's
 	// coalescing wait, Coalesce at most) to the firewall Add returning.
 	in50, _ := r.histQuantile("doorman_intrusion_ban_latency_seconds", 0.5)
 	in99, _ := r.histQuantile("doorman_intrusion_ban_latency_seconds", 0.99)
 	r.logf("doorman's own ban_latency histogram over the rounds: p50 <= %s ms, p99 <= %s ms (bucket bounds)",
 		ms(time.Duration(in50*float64(time.Second))), ms(time.Duration(in99*float64(time.Second))))
-	b.StopTimer()
-	fmt.Printf("\ndoorman CPU-s per 10,000 failed attempts, three rounds: %s\n", strings.Join(cpus, ", "))
-	b.ReportMetric(sum/3, "doorman-cpu-s/10k")
 }
 
 // BenchmarkIntrusionFloor runs the attack of BenchmarkIntrusionCPU (1,000
@@ -493,10 +509,8 @@ func BenchmarkIntrusionFloor(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
-	var cpus []string
-	var sum float64
-	for i, first := range []string{"198.18.72.0", "198.18.76.0", "198.18.80.0"} {
-		ps := r.phones(r.addAttackers(netip.MustParseAddr(first), 1000), r.dm, 2*time.Second)
+	cpuRounds(b, "AMI-only agent", "ami-only-cpu-s/10k", func(i int, first netip.Addr) float64 {
+		ps := r.phones(r.addAttackers(first, floodSources), r.dm, 2*time.Second)
 		m0, err := r.metrics()
 		if err != nil {
 			b.Fatal(err)
@@ -508,7 +522,7 @@ func BenchmarkIntrusionFloor(b *testing.B) {
 		cs0 := ctxSwitches(pid)
 		var failures, errs atomic.Int64
 		start := time.Now()
-		flood(ps, 5, 8, &failures, &errs)
+		flood(ps, floodEach, floodWorkers, &failures, &errs)
 		took := time.Since(start)
 		// The round ends when the agent has read every attempt's event
 		// (an agent that read nothing would report a floor of zero).
@@ -539,12 +553,8 @@ func BenchmarkIntrusionFloor(b *testing.B) {
 		cpu := (cpu1 - cpu0) * 10000 / f
 		r.logf("round %d: %.0f attempts in %s; AMI-only agent CPU-s per 10,000 failed attempts: %.3f; %.2f voluntary context switches per attempt",
 			i+1, f, took.Round(time.Millisecond), cpu, float64(ctxSwitches(pid)-cs0)/f)
-		cpus = append(cpus, fmt.Sprintf("%.3f", cpu))
-		sum += cpu
-	}
-	b.StopTimer()
-	fmt.Printf("\nAMI-only agent CPU-s per 10,000 failed attempts, three rounds: %s\n", strings.Join(cpus, ", "))
-	b.ReportMetric(sum/3, "ami-only-cpu-s/10k")
+		return cpu
+	})
 }
 
 // BenchmarkIntrusionLatency runs only doorman's part of case (a) of
